@@ -1,0 +1,23 @@
+"""Exceptions raised by unisteer. Every message says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class UnisteerError(Exception):
+    """Base class for every error unisteer raises on purpose."""
+
+
+class SiteError(UnisteerError):
+    """A site could not be found in a model, or does not fit a delta."""
+
+
+class DeltaLoadError(UnisteerError):
+    """A saved delta is unreadable, unsafe, or does not fit the model it is loaded into."""
+
+
+class ModelLoadError(UnisteerError):
+    """A model could not be loaded; the message says what to install or run."""
+
+
+class SteeringError(UnisteerError):
+    """A multiplier, position mask or prompt length does not fit the batch being run."""
