@@ -88,6 +88,7 @@ class Steering:
         self.prompt_length = prompt_length
         self._handles: list[RemovableHandle] = []
         self._columns: Tensor | None = None
+        self._batch: int | None = None
         self._inferred_prompt_length: int | None = None
 
     # -- model-level bookkeeping: which columns the current call covers ------------------------
@@ -95,8 +96,12 @@ class Steering:
     def _before_model(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         n = _tokens_in_call(args, kwargs)
         if n is None:
-            self._columns = None
+            self._columns = self._batch = None
             return
+        first = kwargs.get("input_ids", kwargs.get("inputs_embeds"))
+        if first is None:
+            first = args[0]
+        self._batch = int(first.shape[0])
         cache_position = kwargs.get("cache_position")
         if isinstance(cache_position, Tensor) and cache_position.numel() == n:
             columns = cache_position.reshape(-1).long()
@@ -109,7 +114,7 @@ class Steering:
         self._columns = columns
 
     def _after_model(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        self._columns = None
+        self._columns = self._batch = None
 
     # -- site-level: add m·(ΔW x + Δb) --------------------------------------------------------
 
@@ -119,11 +124,7 @@ class Steering:
             if not isinstance(y, Tensor):
                 raise SteeringError(f"site {delta.site!r} returned {type(y).__name__}, not a tensor")
             x = args[0] if delta.site_kind == "linear" else y
-            batch = y.shape[0]
-            n = y.shape[1] if y.dim() == 3 else None
-            columns = self._columns
-            if n is None or columns is None or columns.numel() != n:
-                columns = torch.arange(n if n is not None else 1)
+            columns, batch, flat = self._layout(y)
             prompt_length = (
                 self.prompt_length
                 if self.prompt_length is not None
@@ -133,6 +134,8 @@ class Steering:
             if isinstance(scale, float):
                 if scale == 0.0:
                     return None
+            elif flat:
+                scale = scale.reshape(-1)
             elif y.dim() != 3:
                 raise SteeringError(
                     f"site {delta.site!r} produced a {y.dim()}-d output; per-row or per-token "
@@ -144,6 +147,23 @@ class Steering:
             return y_new
 
         return hook
+
+    def _layout(self, y: Tensor) -> tuple[Tensor, int, bool]:
+        """Columns and batch size for a site output, and whether its tokens are flattened.
+
+        Most models give sites ``[B, T, width]``; some (OPT) flatten tokens to ``[B·T, width]``
+        inside the MLP. The model-level pre-hook tells which columns this call covers.
+        """
+        columns, batch = self._columns, self._batch
+        if y.dim() == 3:
+            n = y.shape[1]
+            if columns is None or columns.numel() != n:
+                columns = torch.arange(n)
+            return columns, y.shape[0], False
+        if y.dim() == 2 and columns is not None and batch is not None:
+            if y.shape[0] == batch * columns.numel():
+                return columns, batch, True
+        return torch.arange(1), y.shape[0], False
 
     # -- context manager ----------------------------------------------------------------------
 
@@ -177,7 +197,7 @@ class Steering:
         for handle in reversed(self._handles):
             handle.remove()
         self._handles.clear()
-        self._columns = None
+        self._columns = self._batch = None
         self._inferred_prompt_length = None
 
 

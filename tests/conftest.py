@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import tiny_model  # noqa: E402
+
+import unisteer  # noqa: E402
+from unisteer import Delta  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def randomize(delta: Delta, seed: int = 0, scale: float = 1.0) -> Delta:
+    """Fill a delta's parameters with random values so that it visibly changes outputs."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in delta.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return delta
+
+
+def make_delta(model: torch.nn.Module, kind: str, layer: int = 1, seed: int = 0) -> Delta:
+    d = unisteer.new_delta(model, kind, layer, rank=3)  # type: ignore[arg-type]
+    scale = 1.0 if kind == "vector" else 0.3
+    return randomize(d, seed, scale)
+
+
+@pytest.fixture
+def llama() -> torch.nn.Module:
+    return tiny_model("llama")
