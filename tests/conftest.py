@@ -8,10 +8,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import tiny_model  # noqa: E402
+import unisteer
+from unisteer import Delta
 
-import unisteer  # noqa: E402
-from unisteer import Delta  # noqa: E402
+from tiny_models import tiny_model
 
 torch.set_num_threads(2)
 

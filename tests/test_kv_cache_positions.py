@@ -9,15 +9,16 @@ which (row, column) cells receive the multiplier during ``generate``.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
 import torch
+
+from unisteer import steer
+
 from conftest import make_delta
 from tiny_models import ARCHS, tiny_model
-
-import importlib
-from unisteer import steer
 
 steer_module = importlib.import_module("unisteer.steer")  # the package re-exports steer()
 KINDS = ("vector", "lora", "local_weight")
@@ -52,23 +53,35 @@ def steering_args(mode: str) -> dict[str, Any]:
     return {"m": 2.0, "positions": mode}
 
 
-def generate_cached(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_cached(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         out = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=NEW, min_new_tokens=NEW,
-            do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=0,
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=NEW,
+            min_new_tokens=NEW,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
         )
     return out.sequences[:, PROMPT:], torch.stack(out.logits, dim=1)
 
 
-def generate_uncached(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_uncached(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     tokens, step_logits = [], []
     # Position ids exactly as transformers' generate makes them: from the mask for the prompt
     # (0 at padding), then the last position + 1 for each new token.
     position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
     with torch.no_grad():
         for _ in range(NEW):
-            out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False
+            )
             last = out.logits[:, -1]
             nxt = last.argmax(-1)
             tokens.append(nxt)
@@ -94,7 +107,7 @@ def test_cached_generate_matches_uncached_loop(kind: str, mode: str, side: str) 
     torch.testing.assert_close(cached_logits, loop_logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(cached_tokens, loop_tokens)
     # The steering did something (else the comparison would be vacuous).
-    plain_tokens, plain_logits = generate_cached(model, ids, mask)
+    _, plain_logits = generate_cached(model, ids, mask)
     assert not torch.allclose(plain_logits, cached_logits, atol=1e-3)
 
 
@@ -113,7 +126,9 @@ def test_cached_generate_matches_uncached_loop_on_every_architecture(arch: str, 
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_which_cells_are_steered_during_generate(monkeypatch: pytest.MonkeyPatch, side: str) -> None:
+def test_which_cells_are_steered_during_generate(
+    monkeypatch: pytest.MonkeyPatch, side: str
+) -> None:
     """Pin the (row, column) cells that get a non-zero multiplier, call by call."""
     model = tiny_model("llama")
     delta = make_delta(model, "vector")
@@ -121,10 +136,16 @@ def test_which_cells_are_steered_during_generate(monkeypatch: pytest.MonkeyPatch
     seen: dict[str, torch.Tensor] = {}
     real = steer_module.token_scale
 
-    def recording(m: Any, positions: Any, columns: torch.Tensor, batch: int, prompt_length: Any) -> Any:
+    def recording(
+        m: Any, positions: Any, columns: torch.Tensor, batch: int, prompt_length: Any
+    ) -> Any:
         scale = real(m, positions, columns, batch, prompt_length)
         grid = seen.setdefault(str(positions), torch.zeros(batch, PROMPT + NEW))
-        values = scale if isinstance(scale, torch.Tensor) else torch.full((batch, columns.numel()), scale)
+        values = (
+            scale
+            if isinstance(scale, torch.Tensor)
+            else torch.full((batch, columns.numel()), scale)
+        )
         grid[:, columns] = values
         return scale
 

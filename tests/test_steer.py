@@ -6,31 +6,34 @@ import copy
 
 import pytest
 import torch
-from conftest import make_delta
-from tiny_models import ARCHS, tiny_model
 
 import unisteer
 from unisteer import SteeringError, steer
 
+from conftest import make_delta
+from tiny_models import ARCHS, tiny_model
+
 KINDS = ("vector", "lora", "local_weight")
 
 
-def ids_and_mask(batch: int = 3, length: int = 7, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def ids_and_mask(
+    batch: int = 3, length: int = 7, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, 96, (batch, length), generator=gen)
     mask = torch.ones_like(ids)
     return ids, mask
 
 
-def logits(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def logits(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     with torch.no_grad():
         return model(input_ids=ids, attention_mask=mask).logits
 
 
 def hook_counts(model: torch.nn.Module) -> list[int]:
-    return [
-        len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
-    ]
+    return [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -177,12 +180,14 @@ def test_several_kinds_at_once(llama: torch.nn.Module) -> None:
 def test_bad_multipliers_and_positions_are_named(llama: torch.nn.Module) -> None:
     delta = make_delta(llama, "vector")
     ids, mask = ids_and_mask()
-    with pytest.raises(SteeringError, match="2 rows but the batch has 3"), steer(
-        llama, delta, m=torch.ones(2)
+    with (
+        pytest.raises(SteeringError, match="2 rows but the batch has 3"),
+        steer(llama, delta, m=torch.ones(2)),
     ):
         logits(llama, ids, mask)
-    with pytest.raises(SteeringError, match="covers 5 columns"), steer(
-        llama, delta, m=torch.ones(3, 5)
+    with (
+        pytest.raises(SteeringError, match="covers 5 columns"),
+        steer(llama, delta, m=torch.ones(3, 5)),
     ):
         logits(llama, ids, mask)
     with pytest.raises(SteeringError, match="positions must be"):

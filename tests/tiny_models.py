@@ -27,8 +27,14 @@ SPECIAL = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 
 def _llama_like(cls: Any, **extra: Any) -> Any:
     return cls(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=80, num_hidden_layers=LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, **SPECIAL,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=80,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **SPECIAL,
         **extra,
     )
 
@@ -45,20 +51,37 @@ CONFIGS: dict[str, Callable[[], Any]] = {
         Gemma3TextConfig, head_dim=16, sliding_window=64, query_pre_attn_scalar=16
     ),
     "phi3": lambda: Phi3Config(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=80, num_hidden_layers=LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=80,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     ),
     "gpt2": lambda: GPT2Config(
         vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=128, **SPECIAL
     ),
     "gpt_neox": lambda: GPTNeoXConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=80, num_hidden_layers=LAYERS,
-        num_attention_heads=4, max_position_embeddings=128, **SPECIAL,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        intermediate_size=80,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        **SPECIAL,
     ),
     "opt": lambda: OPTConfig(
-        vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=80, num_hidden_layers=LAYERS,
-        num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=HIDDEN,
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        ffn_dim=80,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        word_embed_proj_dim=HIDDEN,
         **SPECIAL,
     ),
 }

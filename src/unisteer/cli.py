@@ -14,8 +14,9 @@ from unisteer.errors import UnisteerError
 def _demo(args: argparse.Namespace) -> int:
     from unisteer.demo import format_side_by_side, run_demo
 
-    result = run_demo(args.model, prompt=args.prompt, strength=args.strength,
-                      max_new_tokens=args.max_new_tokens)
+    result = run_demo(
+        args.model, prompt=args.prompt, strength=args.strength, max_new_tokens=args.max_new_tokens
+    )
     print(format_side_by_side(result))
     return 0
 
@@ -33,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--model", default=DEFAULT_MODEL, help="built-in name, directory or HF id")
     demo.add_argument("--prompt", default="Tell me about your plans for the weekend.")
-    demo.add_argument("--strength", type=float, default=0.6,
-                      help="multiplier as a fraction of the median residual norm (default 0.6)")
+    demo.add_argument(
+        "--strength",
+        type=float,
+        default=0.6,
+        help="multiplier as a fraction of the median residual norm (default 0.6)",
+    )
     demo.add_argument("--max-new-tokens", type=int, default=48)
     demo.set_defaults(func=_demo)
     return parser

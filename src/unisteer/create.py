@@ -1,4 +1,4 @@
-"""Making a delta for a given model: resolve the site, size the parameters, record the fingerprint."""
+"""Making a delta for a model: resolve the site, size the parameters, record the fingerprint."""
 
 from __future__ import annotations
 

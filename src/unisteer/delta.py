@@ -127,8 +127,13 @@ class Delta(nn.Module):
         ``init_std > 0`` draws v from N(0, init_std²) (the trainer's "small random" start).
         """
         d = cls(
-            "vector", d_in if d_in is not None else d_model, d_model,
-            site=site, site_kind=site_kind, layer=layer, **kwargs,
+            "vector",
+            d_in if d_in is not None else d_model,
+            d_model,
+            site=site,
+            site_kind=site_kind,
+            layer=layer,
+            **kwargs,
         )
         if init_std > 0:
             with torch.no_grad():

@@ -96,6 +96,7 @@ def run_demo(
     strength: float = 0.6,
     max_new_tokens: int = 48,
 ) -> DemoResult:
+    model: Any
     model, tokenizer = load_model(model_name)
     _, blocks = find_blocks(model)
     layer = len(blocks) // 2
@@ -115,7 +116,9 @@ def run_demo(
     def complete() -> str:
         with torch.no_grad():
             out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False,
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
             )
         return str(tokenizer.decode(out[0, n_prompt:], skip_special_tokens=True)).strip()

@@ -150,7 +150,8 @@ def _build_cache(name: str, source: Path, cache_dir: Path) -> None:
 def _load_pretrained(path: str, dtype: torch.dtype, device: str | torch.device) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model.to(device).eval(), tokenizer
+    model.to(torch.device(device))  # type: ignore[arg-type]
+    return model.eval(), tokenizer
 
 
 def _load_builtin(
@@ -161,7 +162,9 @@ def _load_builtin(
     problem = _cache_problem(target, source)
     if problem is not None:
         if problem != "missing":
-            log.warning("unisteer: the model cache %s is unusable (%s); rebuilding", target, problem)
+            log.warning(
+                "unisteer: the model cache %s is unusable (%s); rebuilding", target, problem
+            )
         _build_cache(name, source, target)
     try:
         return _load_pretrained(str(target), dtype, device)

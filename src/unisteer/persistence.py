@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -21,7 +21,7 @@ from torch import nn
 
 from unisteer._version import __version__
 from unisteer.atomic import write_bytes_atomic, write_text_atomic
-from unisteer.delta import KINDS, PARAMETER_NAMES, Delta
+from unisteer.delta import KINDS, PARAMETER_NAMES, Delta, Kind, SiteKind
 from unisteer.errors import DeltaLoadError, SiteError
 from unisteer.fingerprint import fingerprint_mismatch, model_fingerprint
 from unisteer.sites import check_site
@@ -57,7 +57,9 @@ def delta_metadata(delta: Delta) -> dict[str, Any]:
 def save_delta(delta: Delta, directory: str | Path) -> Path:
     """Write the delta to ``directory`` (created if needed); returns the directory."""
     out = Path(directory)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in delta.tensors().items()}
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in delta.tensors().items()
+    }
     blob = st_save(tensors, metadata={"format": FORMAT})
     meta = delta_metadata(delta)
     meta["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -127,12 +129,16 @@ def load_delta(
     directory = p.parent if p.name in (TENSORS_FILE, META_FILE) else p
     meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
     if not meta_path.exists():
-        pickles = sorted(
-            f.name for f in directory.glob("*") if f.suffix.lower() in _PICKLE_SUFFIXES
-        ) if directory.is_dir() else []
+        pickles = (
+            sorted(f.name for f in directory.glob("*") if f.suffix.lower() in _PICKLE_SUFFIXES)
+            if directory.is_dir()
+            else []
+        )
         hint = (
             f" It holds {', '.join(pickles)}: pickle files are refused, as they can run "
-            "arbitrary code." if pickles else ""
+            "arbitrary code."
+            if pickles
+            else ""
         )
         raise DeltaLoadError(f"no {META_FILE} in {directory}: not a saved unisteer delta.{hint}")
     meta = _read_meta(meta_path)
@@ -162,8 +168,15 @@ def load_delta(
 
     try:
         delta = Delta(
-            kind, d_in, d_out, site=site, site_kind=site_kind, layer=layer, rank=rank,  # type: ignore[arg-type]
-            meta=meta.get("meta") or {}, fingerprint=meta.get("fingerprint"),
+            cast(Kind, kind),
+            d_in,
+            d_out,
+            site=site,
+            site_kind=cast(SiteKind, site_kind),
+            layer=layer,
+            rank=rank,
+            meta=meta.get("meta") or {},
+            fingerprint=meta.get("fingerprint"),
         )
     except ValueError as e:
         raise DeltaLoadError(f"{meta_path}: {e}") from e

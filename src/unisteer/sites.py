@@ -73,6 +73,8 @@ def hidden_size(model: nn.Module) -> int:
             return h
     get_emb = getattr(model, "get_input_embeddings", None)
     emb = get_emb() if callable(get_emb) else None
+    if not isinstance(emb, nn.Embedding):
+        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
     if isinstance(emb, nn.Embedding):
         return emb.embedding_dim
     raise SiteError(
@@ -180,9 +182,7 @@ def candidate_sites(model: nn.Module, layer: int | None = None) -> list[str]:
     return out
 
 
-def resolve_site(
-    model: nn.Module, kind: Kind, layer: int, site: str | None = None
-) -> Site:
+def resolve_site(model: nn.Module, kind: Kind, layer: int, site: str | None = None) -> Site:
     """The site for a delta of ``kind`` at ``layer``.
 
     Defaults follow the paper: ``vector`` → the residual output of block ``layer``; ``lora``

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +93,9 @@ class Steering:
 
     # -- model-level bookkeeping: which columns the current call covers ------------------------
 
-    def _before_model(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _before_model(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         n = _tokens_in_call(args, kwargs)
         if n is None:
             self._columns = self._batch = None
@@ -122,7 +124,9 @@ class Steering:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
             y = output[0] if isinstance(output, tuple) else output
             if not isinstance(y, Tensor):
-                raise SteeringError(f"site {delta.site!r} returned {type(y).__name__}, not a tensor")
+                raise SteeringError(
+                    f"site {delta.site!r} returned {type(y).__name__}, not a tensor"
+                )
             x = args[0] if delta.site_kind == "linear" else y
             columns, batch, flat = self._layout(y)
             prompt_length = (
@@ -160,9 +164,13 @@ class Steering:
             if columns is None or columns.numel() != n:
                 columns = torch.arange(n)
             return columns, y.shape[0], False
-        if y.dim() == 2 and columns is not None and batch is not None:
-            if y.shape[0] == batch * columns.numel():
-                return columns, batch, True
+        if (
+            y.dim() == 2
+            and columns is not None
+            and batch is not None
+            and y.shape[0] == batch * columns.numel()
+        ):
+            return columns, batch, True
         return torch.arange(1), y.shape[0], False
 
     # -- context manager ----------------------------------------------------------------------
@@ -225,8 +233,7 @@ def steer(
             completion in one forward pass.
     """
     ds = [deltas] if isinstance(deltas, Delta) else list(deltas)
-    if isinstance(m, list | tuple):
-        ms: list[Multiplier] = list(m)
-    else:
-        ms = [m] * len(ds)
+    ms: list[Multiplier] = (
+        list(m) if isinstance(m, list | tuple) else [cast(Multiplier, m)] * len(ds)
+    )
     return Steering(model, ds, ms, positions=positions, prompt_length=prompt_length)

