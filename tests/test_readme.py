@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,3 +27,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     commands = [line for line in ci if line.strip() and not line.startswith(("#", "set ", "cd "))]
     assert commands == [tests]
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's Python block runs as written (slow: the real default model)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.findall(r"```python\n(.+?)\n```", text, flags=re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "out" / "my-vector" / "delta.json").is_file()

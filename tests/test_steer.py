@@ -216,3 +216,17 @@ def test_gradients_reach_delta_only(llama: torch.nn.Module) -> None:
     loss.backward()
     assert delta.lora_A.grad is not None and delta.lora_B.grad is not None
     assert float(delta.lora_B.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_model_keeps_float32_delta(kind: str) -> None:
+    model = tiny_model("llama").to(torch.bfloat16)
+    delta = make_delta(model, kind)
+    ids, mask = ids_and_mask()
+    base = logits(model, ids, mask)
+    with steer(model, delta, m=0.0):
+        assert torch.equal(logits(model, ids, mask), base)
+    with steer(model, delta, m=1.0):
+        out = logits(model, ids, mask)
+    assert out.dtype == torch.bfloat16 and not torch.equal(out, base)
+    assert all(p.dtype == torch.float32 for p in delta.parameters())
