@@ -21,3 +21,7 @@ class ModelLoadError(UnisteerError):
 
 class SteeringError(UnisteerError):
     """A multiplier, position mask or prompt length does not fit the batch being run."""
+
+
+class DataError(UnisteerError):
+    """A data file or row is unusable. The message names the file, the line and the field."""

@@ -1,0 +1,172 @@
+"""Token ids with the exact prompt / completion boundary, and padding into batches.
+
+A query is formatted with the tokenizer's chat template when it has one (the user turn plus
+the generation prompt), else used as plain text. The prompt and the completion are tokenised
+separately and concatenated, so the boundary is exact: tokens ``[0, prompt_length)`` are the
+prompt, ``[prompt_length, completion_end)`` the completion, and anything after it the
+end-of-turn suffix the template appends (e.g. ``<|im_end|>\\n``), which losses may include.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from unisteer.data.chat import has_chat_template, messages, prompt_text
+from unisteer.data.pairs import PolarityPair
+from unisteer.errors import DataError
+
+PaddingSide = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised (query, completion) sequence."""
+
+    input_ids: tuple[int, ...]
+    prompt_length: int
+    completion_end: int  # exclusive; the suffix (if kept) runs from here to the end
+
+    @property
+    def completion_ids(self) -> tuple[int, ...]:
+        return self.input_ids[self.prompt_length : self.completion_end]
+
+    @property
+    def suffix_ids(self) -> tuple[int, ...]:
+        return self.input_ids[self.completion_end :]
+
+
+def _ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def _template_parts(
+    tokenizer: Any, query: str, completion: str, system_prompt: str | None
+) -> tuple[str, str, str]:
+    """(prompt text, completion text, suffix text) as the chat template renders them."""
+    prompt = prompt_text(tokenizer, query, system_prompt)
+    full = str(
+        tokenizer.apply_chat_template(
+            [*messages(query, system_prompt), {"role": "assistant", "content": completion}],
+            tokenize=False,
+        )
+    )
+    if not full.startswith(prompt):
+        raise DataError(
+            "the chat template renders the conversation without the generation prompt as a "
+            "prefix, so the prompt/completion boundary is ambiguous; use plain text (chat=False)"
+        )
+    rest = full[len(prompt) :]
+    shown = completion if completion in rest else completion.strip()
+    at = rest.find(shown)
+    if at < 0:
+        raise DataError("the chat template does not render the completion text verbatim")
+    # Text the template puts before the answer belongs to the prompt the model is given.
+    return prompt + rest[:at], shown, rest[at + len(shown) :]
+
+
+def encode(
+    tokenizer: Any,
+    query: str,
+    completion: str,
+    *,
+    system_prompt: str | None = None,
+    include_suffix: bool = False,
+    chat: bool | None = None,
+) -> Encoded:
+    """Token ids of prompt + completion (+ the end-of-turn suffix when ``include_suffix``).
+
+    ``chat=None`` uses the chat template when the tokenizer has one. Without a template the
+    prompt is the query tokenised with the tokenizer's special tokens (BOS if it adds one),
+    and the suffix is the EOS token.
+    """
+    use_chat = has_chat_template(tokenizer) if chat is None else chat
+    if use_chat:
+        prompt, shown, suffix = _template_parts(tokenizer, query, completion, system_prompt)
+        prompt_ids = _ids(tokenizer, prompt, add_special_tokens=False)
+        completion_ids = _ids(tokenizer, shown, add_special_tokens=False)
+        suffix_ids = _ids(tokenizer, suffix, add_special_tokens=False) if suffix else []
+    else:
+        if system_prompt:
+            raise DataError("a system prompt needs a chat template; this tokenizer has none")
+        prompt_ids = _ids(tokenizer, query, add_special_tokens=True)
+        completion_ids = _ids(tokenizer, completion, add_special_tokens=False)
+        eos = getattr(tokenizer, "eos_token_id", None)
+        suffix_ids = [eos] if eos is not None else []
+    if not completion_ids:
+        raise DataError(f"the completion {completion!r} tokenises to nothing")
+    ids = prompt_ids + completion_ids + (suffix_ids if include_suffix else [])
+    n_prompt = len(prompt_ids)
+    return Encoded(tuple(ids), n_prompt, n_prompt + len(completion_ids))
+
+
+def encode_pair(
+    tokenizer: Any, pair: PolarityPair, **kwargs: Any
+) -> tuple[Encoded, Encoded]:
+    """The positive and the negative sequence of a pair; errors name the pair's id."""
+    out = []
+    for side in ("positive", "negative"):
+        try:
+            out.append(encode(tokenizer, pair.query, getattr(pair, side), **kwargs))
+        except DataError as e:
+            where = pair.meta.get("source", "")
+            line = pair.meta.get("line", pair.meta.get("row", pair.meta.get("item")))
+            loc = f"{where}:{line}: " if where and line is not None else ""
+            raise DataError(f"{loc}pair {pair.id!r}, field {side!r}: {e}") from None
+    return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded sequences. ``prompt_lengths`` are columns: with left padding they include it."""
+
+    input_ids: Tensor  # [B, T] long
+    attention_mask: Tensor  # [B, T] long
+    completion_mask: Tensor  # [B, T] bool: completion tokens (and the suffix when kept)
+    prompt_lengths: Tensor  # [B] long: first completion column of each row
+    padding_side: PaddingSide
+
+
+def collate(
+    encoded: Sequence[Encoded],
+    pad_token_id: int,
+    *,
+    padding_side: PaddingSide = "right",
+    include_suffix: bool = True,
+) -> Batch:
+    """Pad sequences into one batch. Right padding (the default) is what scoring uses.
+
+    ``include_suffix`` marks the suffix tokens (when they were encoded) in
+    ``completion_mask``.
+    """
+    if not encoded:
+        raise ValueError("cannot collate an empty list")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    width = max(len(e.input_ids) for e in encoded)
+    n = len(encoded)
+    ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    completion = torch.zeros((n, width), dtype=torch.bool)
+    prompt_lengths = torch.zeros(n, dtype=torch.long)
+    for row, e in enumerate(encoded):
+        offset = width - len(e.input_ids) if padding_side == "left" else 0
+        ids[row, offset : offset + len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[row, offset : offset + len(e.input_ids)] = 1
+        end = len(e.input_ids) if include_suffix else e.completion_end
+        completion[row, offset + e.prompt_length : offset + end] = True
+        prompt_lengths[row] = offset + e.prompt_length
+    return Batch(ids, mask, completion, prompt_lengths, padding_side)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The tokenizer's pad id, else its EOS id (padding is masked out either way)."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
