@@ -34,3 +34,14 @@ def make_delta(model: torch.nn.Module, kind: str, layer: int = 1, seed: int = 0)
 @pytest.fixture
 def llama() -> torch.nn.Module:
     return tiny_model("llama")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The public datasets beside the project (``../shared/data``); CI always has them."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not present")
+    return SHARED_DATA

@@ -64,6 +64,11 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _is_missing(value: Any) -> bool:
+    """Absent, None, or a NaN that a table uses for an empty cell."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def pairs_from_rows(
     rows: Iterable[Row],
     source: str,
@@ -95,7 +100,7 @@ def pairs_from_rows(
         bad = False
         for name in _TEXT_FIELDS:
             column = fmap[name]
-            if column not in row or row[column] is None:
+            if _is_missing(row.get(column)):
                 problem(line, column, "missing")
                 bad = True
                 break
@@ -130,8 +135,13 @@ def pairs_from_rows(
             continue
         used = {fmap[n] for n in (*_TEXT_FIELDS, "id")}
         meta = {str(k): _json_safe(v) for k, v in row.items() if k not in used}
-        meta.setdefault("source", source)
-        meta.setdefault(unit, line)
+        nested = meta.pop("meta", None)  # what PairSet.to_jsonl writes
+        if isinstance(nested, dict):
+            meta = {**nested, **meta}
+        elif nested is not None:
+            meta["meta"] = nested
+        meta["source"] = source
+        meta[unit] = line
         seen_keys[key] = line
         seen_ids[pair_id] = line
         pairs.append(PolarityPair(**values, id=pair_id, meta=meta))
