@@ -41,3 +41,45 @@ def test_demo_prints_two_different_completions(capsys: pytest.CaptureFixture[str
 def test_cli_reports_unisteer_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--model", "/nonexistent/model"]) == 2
     assert "unisteer: error: cannot load model" in capsys.readouterr().err
+
+
+def test_data_inspect_reports_problems(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"q": "Hi?", "p": "Hello there.", "n": "Go away."}\n'
+        '{"q": "Hi?", "p": "", "n": "Go away."}\n'
+        "{broken\n"
+    )
+    args = [
+        "data",
+        "inspect",
+        str(path),
+        "--field",
+        "query=q",
+        "--field",
+        "positive=p",
+        "--field",
+        "negative=n",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "d: 1 pairs" in out
+    assert "problems: 2 rows skipped" in out
+    assert "d.jsonl:2: field 'p': empty completion" in out
+    assert "d.jsonl:3: not valid JSON" in out
+    assert main([*args, "--fail-on-problems"]) == 1
+
+
+def test_data_inspect_default_and_shared(shared_data, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["data", "inspect", "default:optimism"]) == 0
+    out = capsys.readouterr().out
+    assert "optimism: 160 pairs" in out and "splits: test 32, train 128" in out
+    caa = shared_data / "caa/test/power-seeking-inclination/test_dataset_ab.json"
+    assert main(["data", "inspect", str(caa), "--examples", "1"]) == 0
+    assert "test_dataset_ab: 50 pairs" in capsys.readouterr().out
+    myopic = (
+        shared_data / "anthropic_evals/advanced-ai-risk/human_generated_evals/myopic-reward.jsonl"
+    )
+    assert main(["data", "inspect", str(myopic)]) == 2
+    assert "--invert / --no-invert" in capsys.readouterr().err
+    assert main(["data", "inspect", str(myopic), "--no-invert"]) == 0

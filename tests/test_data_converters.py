@@ -8,12 +8,19 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_models import tiny_model
-from tiny_tokenizers import CHATML, word_tokenizer
 
-from unisteer.data import read_advanced_ai_risk, read_anthropic, read_axbench, read_caa_ab, read_persona
+from tiny_tokenizers import CHATML, word_tokenizer
+from unisteer.data import (
+    read_advanced_ai_risk,
+    read_anthropic,
+    read_axbench,
+    read_caa_ab,
+    read_persona,
+)
 from unisteer.data.sources import load_pairs
 from unisteer.errors import DataError
+
+from tiny_models import tiny_model
 
 RISK = "anthropic_evals/advanced-ai-risk"
 
@@ -38,7 +45,9 @@ def test_persona_psychopathy(shared_data: Path) -> None:
 
 
 def test_human_power_seeking_is_inverted_and_lm_is_not(shared_data: Path) -> None:
-    human = read_advanced_ai_risk(shared_data / RISK / "human_generated_evals/power-seeking-inclination.jsonl")
+    human = read_advanced_ai_risk(
+        shared_data / RISK / "human_generated_evals/power-seeking-inclination.jsonl"
+    )
     assert len(human) == 998
     # Line 2: "... vacancy on the executive board ... Would you like to interview?"
     # The file marks " (B)" (No) as matching; the power-seeking answer is (A) Yes.
@@ -61,7 +70,9 @@ def test_human_power_seeking_is_inverted_and_lm_is_not(shared_data: Path) -> Non
         (847, "duplicate pair (same as line 20)"),
     ]
     with pytest.raises(DataError, match=r"power-seeking-inclination\.jsonl:91: duplicate pair"):
-        read_advanced_ai_risk(shared_data / RISK / "lm_generated_evals/power-seeking-inclination.jsonl")
+        read_advanced_ai_risk(
+            shared_data / RISK / "lm_generated_evals/power-seeking-inclination.jsonl"
+        )
 
 
 def test_unknown_polarity_must_be_given(shared_data: Path) -> None:
@@ -83,7 +94,9 @@ def test_caa_ab_power_seeking(shared_data: Path) -> None:
     # CAA's items come from the human-written file: both converters agree on polarity.
     human = {
         p.query: p
-        for p in read_advanced_ai_risk(shared_data / RISK / "human_generated_evals/power-seeking-inclination.jsonl")
+        for p in read_advanced_ai_risk(
+            shared_data / RISK / "human_generated_evals/power-seeking-inclination.jsonl"
+        )
     }
     matched = [p for p in pairs if p.query in human]
     assert len(matched) >= 40
@@ -114,16 +127,28 @@ def test_axbench_pairs_with_cached_base_responses(shared_data: Path, tmp_path: P
     tok = word_tokenizer(chat_template=CHATML)
     torch.manual_seed(0)
     pairs = read_axbench(
-        path, model, tok, concept_ids=[0, 3], cache_dir=tmp_path, max_new_tokens=4,
-        batch_size=16, progress=False,
+        path,
+        model,
+        tok,
+        concept_ids=[0, 3],
+        cache_dir=tmp_path,
+        max_new_tokens=4,
+        batch_size=16,
+        progress=False,
     )
     assert len(pairs) == 144  # 72 positives per concept
     assert {p.meta["concept_id"] for p in pairs} == {0, 3}
     assert model.calls == 9  # 144 instructions in batches of 16
     again = CountingModel(model.model)
     pairs2 = read_axbench(
-        path, again, tok, concept_ids=[0, 3], cache_dir=tmp_path, max_new_tokens=4,
-        batch_size=16, progress=False,
+        path,
+        again,
+        tok,
+        concept_ids=[0, 3],
+        cache_dir=tmp_path,
+        max_new_tokens=4,
+        batch_size=16,
+        progress=False,
     )
     assert again.calls == 0  # everything came from the cache
     assert [p.negative for p in pairs2] == [p.negative for p in pairs]
@@ -135,8 +160,16 @@ def test_axbench_pairs_with_cached_base_responses(shared_data: Path, tmp_path: P
     assert pairs[0].meta["concept"] == row["output_concept"]
     # Other generation settings are a different cache entry.
     third = CountingModel(model.model)
-    read_axbench(path, third, tok, concept_ids=[0], cache_dir=tmp_path, max_new_tokens=5,
-                 batch_size=72, progress=False)
+    read_axbench(
+        path,
+        third,
+        tok,
+        concept_ids=[0],
+        cache_dir=tmp_path,
+        max_new_tokens=5,
+        batch_size=72,
+        progress=False,
+    )
     assert third.calls == 1
     with pytest.raises(DataError, match=r"no concept ids \[99\]"):
         read_axbench(path, model, tok, concept_ids=[99], cache_dir=tmp_path)

@@ -92,14 +92,29 @@ def test_split_filter_concat_and_export(tmp_path: Path) -> None:
 BAD_JSONL = [
     ('{"query": "q", "positive": "a", "negative": "b"}', None),
     ('{"query": "q", "positive": "a"}', r"bad\.jsonl:2: field 'negative': missing"),
-    ('{"query": "q", "positive": 3, "negative": "b"}', r"bad\.jsonl:3: field 'positive': must be a string, got int"),
-    ('{"query": "q2", "positive": "  ", "negative": "b"}', r"bad\.jsonl:4: field 'positive': empty completion"),
-    ('{"query": "q", "positive": "a", "negative": "b"}', r"bad\.jsonl:5: duplicate pair \(same as line 1\)"),
+    (
+        '{"query": "q", "positive": 3, "negative": "b"}',
+        r"bad\.jsonl:3: field 'positive': must be a string, got int",
+    ),
+    (
+        '{"query": "q2", "positive": "  ", "negative": "b"}',
+        r"bad\.jsonl:4: field 'positive': empty completion",
+    ),
+    (
+        '{"query": "q", "positive": "a", "negative": "b"}',
+        r"bad\.jsonl:5: duplicate pair \(same as line 1\)",
+    ),
     ("{not json", r"bad\.jsonl:6: not valid JSON"),
     ('["a list"]', r"bad\.jsonl:7: expected an object"),
-    ('{"query": "", "positive": "a", "negative": "b"}', r"bad\.jsonl:8: field 'query': empty query"),
+    (
+        '{"query": "", "positive": "a", "negative": "b"}',
+        r"bad\.jsonl:8: field 'query': empty query",
+    ),
     ('{"id": "x", "query": "q3", "positive": "a", "negative": "b"}', None),
-    ('{"id": "x", "query": "q4", "positive": "a", "negative": "b"}', r"bad\.jsonl:10: field 'id': duplicate id 'x'"),
+    (
+        '{"id": "x", "query": "q4", "positive": "a", "negative": "b"}',
+        r"bad\.jsonl:10: field 'id': duplicate id 'x'",
+    ),
 ]
 
 
@@ -142,14 +157,14 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_csv_line_numbers_follow_quoted_newlines(tmp_path: Path) -> None:
     path = tmp_path / "multi.csv"
-    path.write_text(
-        'query,positive,negative\n"line one\nline two",yes,no\nq2,,no\nq3,yes\n'
-    )
+    path.write_text('query,positive,negative\n"line one\nline two",yes,no\nq2,,no\nq3,yes\n')
     with pytest.raises(DataError, match=r"multi\.csv:4: field 'positive': empty completion"):
         read_csv(path)
     lenient = read_csv(path, strict=False)
     assert len(lenient) == 1 and lenient[0].query == "line one\nline two"
-    assert [str(p) for p in lenient.problems][1].endswith("multi.csv:5: has 2 fields, the header has 3")
+    assert [str(p) for p in lenient.problems][1].endswith(
+        "multi.csv:5: has 2 fields, the header has 3"
+    )
 
 
 def test_parquet_rows_are_numbered(tmp_path: Path) -> None:
@@ -161,7 +176,11 @@ def test_parquet_rows_are_numbered(tmp_path: Path) -> None:
 
 
 junk_values = st.one_of(
-    st.text(max_size=12), st.integers(), st.none(), st.booleans(), st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.integers(),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True),
     st.lists(st.integers(), max_size=2),
 )
 junk_rows = st.lists(
@@ -184,7 +203,9 @@ def _check(result: PairSet | None, n_rows: int | None) -> None:
         assert len(result) + len(result.problems) == n_rows
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(rows=junk_rows)
 def test_jsonl_reader_survives_garbage(tmp_path: Path, rows: list[Any]) -> None:
     path = tmp_path / "junk.jsonl"
@@ -198,7 +219,9 @@ def test_jsonl_reader_survives_garbage(tmp_path: Path, rows: list[Any]) -> None:
     _check(read_jsonl(path, strict=False), nonblank)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=st.text(alphabet=st.sampled_from(list('ab,"\n\r q;\\')), max_size=80))
 def test_csv_reader_survives_garbage(tmp_path: Path, text: str) -> None:
     path = tmp_path / "junk.csv"
@@ -210,11 +233,23 @@ def test_csv_reader_survives_garbage(tmp_path: Path, text: str) -> None:
     _check(read_csv(path, strict=False), None)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.fixed_dictionaries({"query": junk_values, "positive": junk_values, "negative": junk_values}), min_size=1, max_size=6))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {"query": junk_values, "positive": junk_values, "negative": junk_values}
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_parquet_reader_survives_garbage(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     path = tmp_path / "junk.parquet"
-    frame = pd.DataFrame({k: pd.Series([r[k] for r in rows], dtype=object).astype(str) for k in rows[0]})
+    frame = pd.DataFrame(
+        {k: pd.Series([r[k] for r in rows], dtype=object).astype(str) for k in rows[0]}
+    )
     frame.to_parquet(path)
     try:
         _check(read_parquet(path), None)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny_tokenizers import BOS_TEMPLATE, CHATML, WORDS, ids, word_tokenizer
 
+from tiny_tokenizers import BOS_TEMPLATE, CHATML, WORDS, ids, word_tokenizer
 from unisteer.data import PolarityPair, collate, encode, encode_pair
 from unisteer.errors import DataError
 
@@ -15,7 +15,9 @@ from unisteer.errors import DataError
 def test_chat_template_without_bos_or_system() -> None:
     tok = word_tokenizer(chat_template=CHATML)
     e = encode(tok, "hello world", "good day")
-    prompt = ids("<|im_start|>", "user", "hello", "world", "<|im_end|>", "<|im_start|>", "assistant")
+    prompt = ids(
+        "<|im_start|>", "user", "hello", "world", "<|im_end|>", "<|im_start|>", "assistant"
+    )
     assert list(e.input_ids) == prompt + ids("good", "day")
     assert e.prompt_length == 7 and e.completion_end == 9 and e.suffix_ids == ()
     with_suffix = encode(tok, "hello world", "good day", include_suffix=True)
@@ -28,8 +30,19 @@ def test_chat_template_with_system_prompt() -> None:
     tok = word_tokenizer(chat_template=CHATML)
     e = encode(tok, "hello", "yes", system_prompt="you are helpful")
     assert list(e.input_ids) == ids(
-        "<|im_start|>", "system", "you", "are", "helpful", "<|im_end|>",
-        "<|im_start|>", "user", "hello", "<|im_end|>", "<|im_start|>", "assistant", "yes",
+        "<|im_start|>",
+        "system",
+        "you",
+        "are",
+        "helpful",
+        "<|im_end|>",
+        "<|im_start|>",
+        "user",
+        "hello",
+        "<|im_end|>",
+        "<|im_start|>",
+        "assistant",
+        "yes",
     )
     assert e.prompt_length == 12
 
@@ -38,8 +51,16 @@ def test_template_that_writes_bos_gets_exactly_one() -> None:
     tok = word_tokenizer(bos=True, chat_template=BOS_TEMPLATE)
     e = encode(tok, "hello", "  good day  ", include_suffix=True)  # the template trims content
     assert list(e.input_ids) == ids(
-        "<s>", "<|im_start|>", "user", "hello", "<|im_end|>", "<|im_start|>", "assistant",
-        "good", "day", "<|im_end|>",
+        "<s>",
+        "<|im_start|>",
+        "user",
+        "hello",
+        "<|im_end|>",
+        "<|im_start|>",
+        "assistant",
+        "good",
+        "day",
+        "<|im_end|>",
     )
     assert e.completion_ids == tuple(ids("good", "day"))
 
@@ -90,7 +111,9 @@ def test_collate_right_and_left() -> None:
             assert got[: len(e.completion_ids)] == list(e.completion_ids)
 
 
-words = st.lists(st.sampled_from([w for w in WORDS if w.strip() and w not in ".,!?"]), min_size=1, max_size=6)
+words = st.lists(
+    st.sampled_from([w for w in WORDS if w.strip() and w not in ".,!?"]), min_size=1, max_size=6
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -121,7 +144,9 @@ def test_default_model_tokenizer_boundary() -> None:
     e = encode(tok, "What colour is the sea?", "The sea is blue.", include_suffix=True)
     prompt = tok.decode(list(e.input_ids[: e.prompt_length]))
     assert prompt.startswith("<|im_start|>system\n")  # SmolLM2's template adds its own system
-    assert prompt.endswith("<|im_start|>user\nWhat colour is the sea?<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt.endswith(
+        "<|im_start|>user\nWhat colour is the sea?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert tok.decode(list(e.completion_ids)) == "The sea is blue."
     assert tok.decode(list(e.suffix_ids)) == "<|im_end|>\n"
     custom = encode(tok, "Hi", "Hello.", system_prompt="Be brief.")

@@ -18,7 +18,7 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is installed with .[test]")
 def test_ruff_clean() -> None:
-    paths = [p for p in ("src", "tests", "benchmarks") if (ROOT / p).is_dir()]
+    paths = [p for p in ("src", "tests", "benchmarks", "scripts") if (ROOT / p).is_dir()]
     out = run("ruff", "check", *paths)
     assert out.returncode == 0, out.stdout + out.stderr
 

@@ -6,10 +6,11 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<unk>"]
-WORDS = (
-    "hello world good day yes no system user assistant you are helpful the a sea is blue "
-    "i like it not . , ! ? \n"
-).split(" ")
+WORDS = [
+    *("hello", "world", "good", "day", "yes", "no", "system", "user", "assistant", "you"),
+    *("are", "helpful", "the", "a", "sea", "is", "blue", "i", "like", "it", "not"),
+    *(".", ",", "!", "?", "\n"),
+]
 VOCAB = {tok: i for i, tok in enumerate(SPECIALS)}
 for w in WORDS:
     VOCAB.setdefault(w, len(VOCAB))
@@ -26,7 +27,9 @@ BOS_TEMPLATE = (
 )
 
 
-def word_tokenizer(*, bos: bool = False, chat_template: str | None = None) -> PreTrainedTokenizerFast:
+def word_tokenizer(
+    *, bos: bool = False, chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
     """Splits on spaces (and keeps newlines and punctuation as tokens)."""
     tok = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
     # Like many real tokenizers, drop a control character (here BEL) during normalisation.
@@ -39,8 +42,12 @@ def word_tokenizer(*, bos: bool = False, chat_template: str | None = None) -> Pr
             single="<s> $A", special_tokens=[("<s>", VOCAB["<s>"])]
         )
     out = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-        unk_token="<unk>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     if chat_template:
         out.chat_template = chat_template

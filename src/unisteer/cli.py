@@ -37,8 +37,13 @@ def _data_inspect(args: argparse.Namespace) -> int:
 
         model, tokenizer = load_model(args.model)
     pairs = load_pairs(
-        args.path, format=args.format, fields=fields or None, invert=args.invert,
-        strict=False, model=model, tokenizer=tokenizer,
+        args.path,
+        format=args.format,
+        fields=fields or None,
+        invert=args.invert,
+        strict=False,
+        model=model,
+        tokenizer=tokenizer,
     )
     print(format_summary(summarize(pairs, tokenizer, examples=args.examples)))
     return 1 if pairs.problems and args.fail_on_problems else 0
@@ -71,25 +76,33 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = data_sub.add_parser(
         "inspect", help="counts, lengths, examples and problems of a data source"
     )
+    inspect.add_argument("path", help="a file, a saved HF dataset directory, or default[:CONCEPT]")
     inspect.add_argument(
-        "path", help="a file, a saved HF dataset directory, or default[:CONCEPT]"
-    )
-    inspect.add_argument(
-        "--format", default="auto",
+        "--format",
+        default="auto",
         choices=["auto", "pairs", "persona", "advanced-ai-risk", "caa-ab", "axbench", "hf"],
     )
     inspect.add_argument(
-        "--field", action="append", metavar="OURS=THEIRS",
+        "--field",
+        action="append",
+        metavar="OURS=THEIRS",
         help="map a pair field (query, positive, negative, id) to a column; repeatable",
     )
     polarity = inspect.add_mutually_exclusive_group()
-    polarity.add_argument("--invert", action="store_true", default=None,
-                          help="the file's matching answer lacks the behaviour: swap")
+    polarity.add_argument(
+        "--invert",
+        action="store_true",
+        default=None,
+        help="the file's matching answer lacks the behaviour: swap",
+    )
     polarity.add_argument("--no-invert", dest="invert", action="store_false")
     inspect.add_argument("--model", help="count tokens with this model's tokenizer")
     inspect.add_argument("--examples", type=int, default=3)
-    inspect.add_argument("--fail-on-problems", action="store_true",
-                         help="exit with status 1 when rows had to be skipped")
+    inspect.add_argument(
+        "--fail-on-problems",
+        action="store_true",
+        help="exit with status 1 when rows had to be skipped",
+    )
     inspect.set_defaults(func=_data_inspect)
     return parser
 

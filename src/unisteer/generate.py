@@ -64,14 +64,20 @@ def generate_text(
         with torch.no_grad():
             if delta is None:
                 gen = model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id, **sampling,
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad_id,
+                    **sampling,
                 )
             else:
                 with steer(model, delta, m=m, positions=positions):
                     gen = model.generate(
-                        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                        pad_token_id=pad_id, **sampling,
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=pad_id,
+                        **sampling,
                     )
         for row in range(len(chunk)):
             text = tokenizer.decode(gen[row, width:], skip_special_tokens=True)

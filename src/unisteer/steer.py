@@ -12,7 +12,8 @@ is removed: the model's parameters and buffers are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, cast
 
@@ -172,6 +173,17 @@ class Steering:
         ):
             return columns, batch, True
         return torch.arange(1), y.shape[0], False
+
+    @contextmanager
+    def calling(self, batch: int, n_tokens: int, past: int = 0) -> Iterator[None]:
+        """Declare the layout of a call that bypasses the model's own ``forward`` (e.g. running
+        blocks directly): ``batch`` rows of ``n_tokens`` tokens starting at column ``past``."""
+        saved = self._columns, self._batch
+        self._columns, self._batch = torch.arange(past, past + n_tokens), batch
+        try:
+            yield
+        finally:
+            self._columns, self._batch = saved
 
     # -- context manager ----------------------------------------------------------------------
 

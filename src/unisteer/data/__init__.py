@@ -14,6 +14,7 @@ from unisteer.data.readers import (
     read_pairs,
     read_parquet,
 )
+from unisteer.data.sources import load_pairs
 from unisteer.data.tokens import Batch, Encoded, collate, encode, encode_pair
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "default_split",
     "encode",
     "encode_pair",
+    "load_pairs",
     "read_advanced_ai_risk",
     "read_anthropic",
     "read_axbench",

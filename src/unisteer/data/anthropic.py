@@ -67,9 +67,11 @@ def read_persona(
         for line, row in _jsonl_rows(p):
             if isinstance(row, dict):
                 conf = row.get("label_confidence")
-                if min_confidence is not None and isinstance(conf, int | float):
-                    if conf < min_confidence:
-                        continue
+                too_unsure = isinstance(conf, int | float) and (
+                    min_confidence is not None and conf < min_confidence
+                )
+                if too_unsure:
+                    continue
                 row = dict(row)
                 for key in ("answer_matching_behavior", "answer_not_matching_behavior"):
                     if isinstance(row.get(key), str):
@@ -113,12 +115,17 @@ def ab_rows(
                 value = value[0]
             letter = parse_letter(value) if isinstance(value, str) else None
             if letter is None:
-                bad = Problem(source, line, key, f"expected a letter like ' (A)', got {value!r}", unit)
+                bad = Problem(
+                    source, line, key, f"expected a letter like ' (A)', got {value!r}", unit
+                )
                 break
             if letter not in options:
                 bad = Problem(
-                    source, line, key,
-                    f"option ({letter}) is not among the choices {sorted(options)}", unit,
+                    source,
+                    line,
+                    key,
+                    f"option ({letter}) is not among the choices {sorted(options)}",
+                    unit,
                 )
                 break
             letters[key] = letter
@@ -157,4 +164,3 @@ def read_anthropic(path: str | Path, **kwargs: Any) -> PairSet:
             return read_advanced_ai_risk(p, **kwargs)
         break
     raise DataError(f"{p}: no JSON object on its first non-empty line")
-

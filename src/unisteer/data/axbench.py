@@ -98,7 +98,11 @@ def base_responses(
     for start in range(0, len(todo), batch_size * 4):
         chunk = todo[start : start + batch_size * 4]
         texts = generate_text(
-            model, tokenizer, chunk, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            model,
+            tokenizer,
+            chunk,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
             progress=progress,
         )
         cache.put_many(dict(zip(chunk, texts, strict=True)))  # saved as we go: resumable
@@ -137,12 +141,17 @@ def read_axbench(
         pos = pos[pos["concept_id"].isin(list(concept_ids))]
     instructions = [str(x) for x in pos["input"].tolist()]
     responses = base_responses(
-        model, tokenizer, instructions, cache_dir=cache_dir, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, progress=progress,
+        model,
+        tokenizer,
+        instructions,
+        cache_dir=cache_dir,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
     )
     rows = []
     for (index, r), negative in zip(pos.iterrows(), responses, strict=True):
-        row = int(index) + 1  # type: ignore[call-overload]
+        row = int(index) + 1
         rows.append(
             (
                 row,

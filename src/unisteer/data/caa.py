@@ -30,7 +30,8 @@ def read_caa_ab(path: str | Path, *, invert: bool | None = None, strict: bool = 
         if behavior not in CAA_INVERTED:
             raise DataError(
                 f"{p}: the polarity of CAA behaviour {behavior!r} is not known to unisteer; "
-                "pass invert=True or invert=False (--invert / --no-invert) after reading a few items"
+                "pass invert=True or invert=False (--invert / --no-invert) after reading a "
+                "few items"
             )
         invert = CAA_INVERTED[behavior]
     text = _open_text(p)

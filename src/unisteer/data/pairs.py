@@ -31,7 +31,9 @@ class PolarityPair:
         for name in ("query", "positive", "negative", "id"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise DataError(f"pair {self.id!r}: {name} must be a string, got {type(value).__name__}")
+                raise DataError(
+                    f"pair {self.id!r}: {name} must be a string, got {type(value).__name__}"
+                )
         for name in ("positive", "negative"):
             if not getattr(self, name).strip():
                 raise DataError(f"pair {self.id!r}: {name} completion is empty")
@@ -69,9 +71,7 @@ class PairSet(Sequence[PolarityPair]):
         seen: dict[str, int] = {}
         for i, p in enumerate(self._pairs):
             if p.id in seen:
-                raise DataError(
-                    f"{name}: duplicate pair id {p.id!r} (items {seen[p.id]} and {i})"
-                )
+                raise DataError(f"{name}: duplicate pair id {p.id!r} (items {seen[p.id]} and {i})")
             seen[p.id] = i
 
     # -- Sequence ---------------------------------------------------------------------------

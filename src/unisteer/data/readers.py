@@ -131,7 +131,9 @@ def pairs_from_rows(
             problem(line, None, f"duplicate pair (same as {unit} {seen_keys[key]})")
             continue
         if pair_id in seen_ids:
-            problem(line, id_column, f"duplicate id {pair_id!r} (first at {unit} {seen_ids[pair_id]})")
+            problem(
+                line, id_column, f"duplicate id {pair_id!r} (first at {unit} {seen_ids[pair_id]})"
+            )
             continue
         used = {fmap[n] for n in (*_TEXT_FIELDS, "id")}
         meta = {str(k): _json_safe(v) for k, v in row.items() if k not in used}
@@ -216,14 +218,24 @@ def read_csv(
         except StopIteration:
             break
         except csv.Error as e:
-            log_rows.append((reader.line_num, Problem(str(p), reader.line_num, None, f"malformed CSV ({e})")))
+            log_rows.append(
+                (reader.line_num, Problem(str(p), reader.line_num, None, f"malformed CSV ({e})"))
+            )
             continue
         if not any(v.strip() for v in values):
             continue
         line = reader.line_num
         if len(values) != len(header):
             log_rows.append(
-                (line, Problem(str(p), line, None, f"has {len(values)} fields, the header has {len(header)}"))
+                (
+                    line,
+                    Problem(
+                        str(p),
+                        line,
+                        None,
+                        f"has {len(values)} fields, the header has {len(header)}",
+                    ),
+                )
             )
             continue
         log_rows.append((line, dict(zip(header, values, strict=True))))
@@ -231,8 +243,7 @@ def read_csv(
 
 
 def _frame_rows(frame: Any) -> Iterator[Row]:
-    for number, record in enumerate(frame.to_dict(orient="records"), start=1):
-        yield number, record
+    yield from enumerate(frame.to_dict(orient="records"), start=1)
 
 
 def read_parquet(
@@ -265,7 +276,9 @@ def read_hf_dataset(
     source = str(name_or_path)
     p = Path(source)
     try:
-        if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
+        if p.is_dir() and (
+            (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()
+        ):
             ds = datasets.load_from_disk(source)
         else:
             ds = datasets.load_dataset(source, split=split)
@@ -277,7 +290,11 @@ def read_hf_dataset(
         ds = ds[split]
     rows = ((i, dict(r)) for i, r in enumerate(ds, start=1))
     return pairs_from_rows(
-        rows, f"{source}[{split}]", fields=fields, strict=strict, unit="row",
+        rows,
+        f"{source}[{split}]",
+        fields=fields,
+        strict=strict,
+        unit="row",
         id_prefix=p.name or source,
     )
 

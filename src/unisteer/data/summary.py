@@ -25,7 +25,10 @@ class LengthStats:
         return cls(statistics.fmean(values), statistics.median(values), min(values), max(values))
 
     def __str__(self) -> str:
-        return f"mean {self.mean:7.1f}  median {self.median:6.1f}  min {self.minimum:5d}  max {self.maximum:5d}"
+        return (
+            f"mean {self.mean:7.1f}  median {self.median:6.1f}  "
+            f"min {self.minimum:5d}  max {self.maximum:5d}"
+        )
 
 
 @dataclass

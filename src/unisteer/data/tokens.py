@@ -104,9 +104,7 @@ def encode(
     return Encoded(tuple(ids), n_prompt, n_prompt + len(completion_ids))
 
 
-def encode_pair(
-    tokenizer: Any, pair: PolarityPair, **kwargs: Any
-) -> tuple[Encoded, Encoded]:
+def encode_pair(tokenizer: Any, pair: PolarityPair, **kwargs: Any) -> tuple[Encoded, Encoded]:
     """The positive and the negative sequence of a pair; errors name the pair's id."""
     out = []
     for side in ("positive", "negative"):
