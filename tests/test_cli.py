@@ -83,3 +83,35 @@ def test_data_inspect_default_and_shared(shared_data, capsys) -> None:  # type: 
     assert main(["data", "inspect", str(myopic)]) == 2
     assert "--invert / --no-invert" in capsys.readouterr().err
     assert main(["data", "inspect", str(myopic), "--no-invert"]) == 0
+
+
+def test_sweep_command_end_to_end(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import pandas as pd
+
+    from test_scoring import random_pairs
+    from tiny_tokenizers import CHATML, word_tokenizer
+
+    from conftest import make_delta
+    from tiny_models import tiny_model
+
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path / "model")
+    tok = word_tokenizer(chat_template=CHATML)
+    tok.save_pretrained(tmp_path / "model")
+    make_delta(model, "lora").save(tmp_path / "delta")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in random_pairs(5)))
+    args = ["sweep", "--model", str(tmp_path / "model"), "--delta", str(tmp_path / "delta"),
+            "--data", str(data), "--ms", "-2:2:5", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    table = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
+    assert len(table) == 25 and sorted(table.m.unique()) == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    out = capsys.readouterr().out
+    assert "pref_odds" in out and "sweep.parquet" in out
+    import pytest
+
+    with pytest.raises(SystemExit, match="argument --ms: cannot read the multiplier grid '1:x'"):
+        main([*args[:-4], "--ms", "1:x", "--out", str(tmp_path / "o2")])
+    assert not (tmp_path / "o2").exists()

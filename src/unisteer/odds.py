@@ -43,7 +43,9 @@ def pref_odds(loss_pos: npt.ArrayLike, loss_neg: npt.ArrayLike) -> Array:
     return np.asarray(loss_neg, dtype=np.float64) - np.asarray(loss_pos, dtype=np.float64)
 
 
-def util_odds(loss_pos: npt.ArrayLike, loss_neg: npt.ArrayLike) -> tuple[Array, npt.NDArray[np.bool_]]:
+def util_odds(
+    loss_pos: npt.ArrayLike, loss_neg: npt.ArrayLike
+) -> tuple[Array, npt.NDArray[np.bool_]]:
     """``(UtilOdds, in_domain)``; UtilOdds is NaN exactly where ``in_domain`` is False."""
     lp = np.asarray(loss_pos, dtype=np.float64)
     ln = np.asarray(loss_neg, dtype=np.float64)

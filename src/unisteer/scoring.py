@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +42,14 @@ from unisteer.data.tokens import Batch, Encoded, collate, encode_pair, pad_id
 from unisteer.delta import Delta
 from unisteer.odds import pref_odds, util_odds
 from unisteer.positions import PositionMode, Positions
-from unisteer.sites import find_blocks
-from unisteer.steer import Steering, steer
+from unisteer.replay import (
+    PrefixRunner,
+    StackedRunner,
+    block_index_of,
+    completion_targets,
+    row_sums,
+)
+from unisteer.steer import steer
 
 log = logging.getLogger(__name__)
 
@@ -105,183 +111,75 @@ def pair_batch(
 # -- log-likelihoods ----------------------------------------------------------------------------
 
 
-def _targets(batch: Batch) -> tuple[Tensor, Tensor]:
-    """Positions that predict a completion token (``[n]`` flat indices) and those tokens."""
-    predicts = torch.zeros_like(batch.completion_mask)
-    predicts[:, :-1] = batch.completion_mask[:, 1:]
-    targets = batch.input_ids[:, 1:][batch.completion_mask[:, 1:]]
-    return predicts, targets
-
-
-def _reduce(token_logp: Tensor, predicts: Tensor, reduction: Reduction) -> Tensor:
-    """Per-row NLL from flat per-token log-probs ordered like ``predicts.nonzero()``."""
-    rows = predicts.nonzero()[:, 0]
-    nll = torch.zeros(predicts.shape[0], dtype=torch.float64)
-    nll.index_add_(0, rows.cpu(), -token_logp.double().cpu())
-    if reduction == "mean":
-        nll = nll / predicts.sum(1).clamp(min=1).double().cpu()
-    return nll
-
-
-def _token_logp(logits: Tensor, targets: Tensor, softcap: float | None) -> Tensor:
-    logits = logits.float()
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
-
-
 def naive_losses(
     model: nn.Module,
     batch: Batch,
     delta: Delta | None,
     m: float | Tensor,
-    reduction: Reduction = "sum",
     positions: Positions = "all",
 ) -> Tensor:
-    """One hooked full forward pass; the NLL of each row's completion. The reference path."""
-    predicts, targets = _targets(batch)
+    """One hooked full forward pass; the NLL sum of each row's completion. The reference path."""
+    predicts, targets = completion_targets(batch)
     with torch.no_grad():
         if delta is None:
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         else:
-            with steer(
-                model, delta, m=m, positions=positions, prompt_length=batch.prompt_lengths
-            ):
+            with steer(model, delta, m=m, positions=positions, prompt_length=batch.prompt_lengths):
                 logits = model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask
                 ).logits
-    token_logp = torch.log_softmax(logits.float(), dim=-1)[predicts].gather(-1, targets[:, None])[:, 0]
-    return _reduce(token_logp, predicts, reduction)
+    logp = torch.log_softmax(logits.float(), dim=-1)[predicts].gather(-1, targets[:, None])[:, 0]
+    return row_sums(logp, predicts)
 
 
-# -- the fast path: cached block input, rows of multipliers, head at completion positions ------
-
-
-def block_index_of(model: nn.Module, site: str) -> int:
-    """Which decoder block contains the module at ``site``."""
-    path, blocks = find_blocks(model)
-    prefix = f"{path}." if path else ""
-    if site.startswith(prefix):
-        head = site[len(prefix) :].split(".", 1)[0]
-        if head.isdigit() and int(head) < len(blocks):
-            return int(head)
-    raise ValueError(f"the site {site!r} is not inside a decoder block ({path}.N)")
-
-
-def _leaves(module: nn.Module) -> Iterator[nn.Module]:
-    for m in module.modules():
-        if next(m.children(), None) is None:
-            yield m
-
-
-def _expand(value: Any, batch: int, times: int) -> Any:
-    """Repeat batch-shaped tensors (first dim == batch, at least 2-D) ``times`` along dim 0."""
-    if times == 1:
-        return value
-    if isinstance(value, Tensor):
-        if value.dim() >= 2 and value.shape[0] == batch:
-            return value.repeat(times, *([1] * (value.dim() - 1)))
-        return value
-    if isinstance(value, tuple):
-        return tuple(_expand(v, batch, times) for v in value)
-    if isinstance(value, list):
-        return [_expand(v, batch, times) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v, batch, times) for k, v in value.items()}
-    return value
-
-
-@dataclass
-class Captured:
-    """One ordinary forward pass: block L's input, every later block's arguments, the logits."""
-
-    hidden: Tensor  # [B, T, d] input of block L
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]]  # args (hidden excluded), kwargs per block
-    token_logp: Tensor  # [n] base-model log-probs of completion tokens (m = 0)
-
-
-@dataclass
-class BlockRunner:
-    """Runs blocks ``layer..N`` and the output head of a model on a cached block input."""
-
-    model: nn.Module
-    layer: int
-    blocks: list[nn.Module] = field(init=False)
-    tail: list[nn.Module] = field(init=False, default_factory=list)
-    softcap: float | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        _, blocks = find_blocks(self.model)
-        self.blocks = list(blocks)
-        config = getattr(self.model, "config", None)
-        text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-        cap = getattr(text, "final_logit_softcapping", None)
-        self.softcap = float(cap) if isinstance(cap, int | float) and cap else None
-
-    def capture(self, batch: Batch, predicts: Tensor, targets: Tensor) -> Captured:
-        """One forward pass recording block inputs and, the first time, the output head."""
-        first = self.layer
-        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        hidden: dict[str, Tensor] = {}
-        tail_calls: list[nn.Module] = []
-        after_blocks = {"on": False}
-        handles = []
-
-        def pre(index: int) -> Callable[..., None]:
-            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-                if index == first:
-                    hidden["h"] = args[0]
-                calls.append((args[1:], dict(kwargs)))
-
-            return hook
-
-        def last_done(module: nn.Module, args: Any, output: Any) -> None:
-            after_blocks["on"] = True
-
-        def leaf_called(module: nn.Module, args: Any, output: Any) -> None:
-            if after_blocks["on"]:
-                tail_calls.append(module)
-
-        block_ids = {id(m) for b in self.blocks for m in b.modules()}
+def _fast_runner(
+    model: nn.Module,
+    delta: Delta,
+    encoded: Sequence[tuple[Encoded, Encoded]],
+    batch: Batch,
+    pad: int,
+    positions: PositionMode,
+) -> tuple[StackedRunner | PrefixRunner | None, Any]:
+    """The fastest runner that reproduces this model's forward pass on ``batch`` (checked at
+    m = 0 against the ordinary forward pass, to 1e-4 per completion), with its capture."""
+    reference = naive_losses(model, batch, None, 0.0)
+    layer = block_index_of(model, delta.site)
+    candidates: list[StackedRunner | PrefixRunner] = [
+        PrefixRunner(model, layer),
+        StackedRunner(model, layer),
+    ]
+    for runner in candidates:
         try:
-            for i in range(first, len(self.blocks)):
-                handles.append(self.blocks[i].register_forward_pre_hook(pre(i), with_kwargs=True))
-            handles.append(self.blocks[-1].register_forward_hook(last_done))
-            if not self.tail:
-                for leaf in _leaves(self.model):
-                    if id(leaf) not in block_ids:
-                        handles.append(leaf.register_forward_hook(leaf_called))
-            with torch.no_grad():
-                logits = self.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-                ).logits
-        finally:
-            for h in handles:
-                h.remove()
-        if not self.tail:
-            self.tail = tail_calls
-        token_logp = torch.log_softmax(logits.float(), dim=-1)[predicts].gather(
-            -1, targets[:, None]
-        )[:, 0]
-        return Captured(hidden["h"], calls, token_logp)
-
-    def run(
-        self, cap: Captured, times: int, predicts: Tensor, targets: Tensor, steering: Steering
-    ) -> Tensor:
-        """Blocks L..N on the cached input repeated ``times`` as rows; flat completion log-probs
-        ordered row by row (all rows of copy 0, then copy 1, ...)."""
-        batch = cap.hidden.shape[0]
-        h = _expand(cap.hidden, batch, times)
-        with torch.no_grad(), steering.calling(batch * times, h.shape[1]):
-            for block, (args, kwargs) in zip(self.blocks[self.layer :], cap.calls, strict=True):
-                out = block(h, *_expand(args, batch, times), **_expand(kwargs, batch, times))
-                h = out[0] if isinstance(out, tuple) else out
-            rows = predicts.repeat(times, 1)
-            x = h[rows]
-            for module in self.tail:
-                x = module(x)
-            x = x[0] if isinstance(x, tuple) else x
-            return _token_logp(x, targets.repeat(times), self.softcap)
+            cap = (
+                runner.capture(encoded, pad)
+                if isinstance(runner, PrefixRunner)
+                else runner.capture(batch)
+            )
+            if cap is None:
+                continue
+            replay = runner.run(cap, delta, [0.0], positions)[0]  # type: ignore[arg-type]
+        except Exception as e:  # an architecture the replay does not understand
+            log.info(
+                "unisteer: the %s sweep path failed on %s: %s", runner.name, type(model).__name__, e
+            )
+            continue
+        err = max(
+            float((cap.base - reference).abs().max()),
+            float((replay - reference).abs().max()),
+        )
+        if err <= 1e-4:
+            return runner, cap
+        log.info(
+            "unisteer: the %s sweep path is off by %.2e on %s",
+            runner.name,
+            err,
+            type(model).__name__,
+        )
+    log.warning(
+        "unisteer: no fast sweep path reproduces %s's forward pass; using the naive path",
+        type(model).__name__,
+    )
+    return None, None
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -341,7 +239,14 @@ def summarize_sweep(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _table(ids: Sequence[str], ms: Sequence[float], lp: np.ndarray, ln: np.ndarray, npos: np.ndarray, nneg: np.ndarray) -> pd.DataFrame:
+def _table(
+    ids: Sequence[str],
+    ms: Sequence[float],
+    lp: np.ndarray,
+    ln: np.ndarray,
+    npos: np.ndarray,
+    nneg: np.ndarray,
+) -> pd.DataFrame:
     util, ok = util_odds(lp, ln)
     return pd.DataFrame(
         {
@@ -366,7 +271,11 @@ def _row_bytes(model: nn.Module, width: int, logit_positions: int) -> int:
     the widest per-token tensors of a block, attention scores, and the logits (x3 for the
     softmax and its temporaries)."""
     config = getattr(model, "config", None)
-    text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+    text = (
+        config.get_text_config()
+        if config is not None and hasattr(config, "get_text_config")
+        else config
+    )
     d = int(getattr(text, "hidden_size", 1024) or 1024)
     d_ff = int(getattr(text, "intermediate_size", 4 * d) or 4 * d)
     heads = int(getattr(text, "num_attention_heads", 16) or 16)
@@ -404,7 +313,9 @@ def sweep(
         raise ValueError("ms must be finite numbers")
     if delta is None and any(m != 0.0 for m in grid):
         raise ValueError("without a delta, every m must be 0")
-    encoded = encode_pairs(tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt)
+    encoded = encode_pairs(
+        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+    )
     pad = pad_id(tokenizer)
     buckets = length_buckets(
         encoded,
@@ -412,90 +323,83 @@ def sweep(
         max_pairs_per_batch,
     )
     n = len(pairs)
-    loss = np.zeros((n, len(grid), 2))
+    nll = np.zeros((n, len(grid), 2))
     counts = np.zeros((n, 2), dtype=np.int64)
+    nonzero = [j for j, m in enumerate(grid) if m != 0.0]
+    want_fast = method == "fast" and delta is not None and bool(nonzero)
+    runner: StackedRunner | PrefixRunner | None = None
+    stacked: StackedRunner | None = None
+    decided = not want_fast
+    bar = tqdm(total=len(buckets) * len(grid), desc="sweep", unit="m·batch", disable=not progress)
 
-    runner: BlockRunner | None = None
-    use_fast = method == "fast" and delta is not None and any(m != 0.0 for m in grid)
-    if use_fast:
-        assert delta is not None
-        runner = BlockRunner(model, block_index_of(model, delta.site))
-    validated = False
-    total = sum(len(grid) for _ in buckets)
-    bar = tqdm(total=total, desc="sweep", unit="m·batch", disable=not progress)
+    def store(indices: list[int], j: int, values: Tensor) -> None:
+        nll[indices, j, 0] = values[0::2].numpy()
+        nll[indices, j, 1] = values[1::2].numpy()
+
     try:
         for indices in buckets:
             batch = pair_batch(encoded, indices, pad)
-            predicts, targets = _targets(batch)
-            rows = 2 * len(indices)
-            per_row = predicts.sum(1).cpu()
+            per_row = batch.completion_mask[:, 1:].sum(1)
             counts[indices, 0] = per_row[0::2].numpy()
             counts[indices, 1] = per_row[1::2].numpy()
+            sub = [encoded[i] for i in indices]
+            cap: Any = None
+            if not decided:
+                assert delta is not None
+                runner, cap = _fast_runner(model, delta, sub, batch, pad, positions)
+                decided = True
             if runner is None:
                 for j, m in enumerate(grid):
-                    nll = naive_losses(model, batch, delta, m, reduction, positions)
-                    loss[indices, j, 0] = nll[0::2].numpy()
-                    loss[indices, j, 1] = nll[1::2].numpy()
+                    store(indices, j, naive_losses(model, batch, delta, m, positions))
                     bar.update(1)
                 continue
             assert delta is not None
-            cap = runner.capture(batch, predicts, targets)
-            base = _reduce(cap.token_logp, predicts, reduction)
-            nonzero = [j for j, m in enumerate(grid) if m != 0.0]
+            active: StackedRunner | PrefixRunner = runner
+            if cap is None:
+                cap = (
+                    runner.capture(sub, pad)
+                    if isinstance(runner, PrefixRunner)
+                    else runner.capture(batch)
+                )
+            if cap is None:  # A_p and A_n of some pair were given different prompt tokens
+                stacked = stacked or StackedRunner(model, runner.rec.layer)
+                active, cap = stacked, stacked.capture(batch)
             for j, m in enumerate(grid):
                 if m == 0.0:
-                    loss[indices, j, 0] = base[0::2].numpy()
-                    loss[indices, j, 1] = base[1::2].numpy()
+                    store(indices, j, cap.base)
                     bar.update(1)
-            if not validated:
-                with steer(model, delta, m=0.0) as steering:
-                    check = runner.run(cap, 1, predicts, targets, steering)
-                err = float((check - cap.token_logp).abs().max()) if check.numel() else 0.0
-                if err > 1e-4:
-                    log.warning(
-                        "unisteer: the fast sweep path does not reproduce %s's forward pass "
-                        "(max error %.2e); using the naive path", type(model).__name__, err,
-                    )
-                    runner = None
-                    for j in nonzero:
-                        nll = naive_losses(model, batch, delta, grid[j], reduction, positions)
-                        loss[indices, j, 0] = nll[0::2].numpy()
-                        loss[indices, j, 1] = nll[1::2].numpy()
-                        bar.update(1)
-                    continue
-                validated = True
-            row_bytes = _row_bytes(model, batch.input_ids.shape[1], int(per_row.max()))
+            rows = 2 * len(indices)
+            width = int(batch.input_ids.shape[1])
+            row_bytes = _row_bytes(model, width, int(per_row.max()))
             step = max(1, memory_budget // (row_bytes * rows))  # multipliers per call
             for start in range(0, len(nonzero), step):
                 chunk = nonzero[start : start + step]
-                m_rows = torch.tensor([grid[j] for j in chunk]).repeat_interleave(rows)
-                prompt = batch.prompt_lengths.repeat(len(chunk))
-                with steer(
-                    model, delta, m=m_rows, positions=positions, prompt_length=prompt
-                ) as steering:
-                    token_logp = runner.run(cap, len(chunk), predicts, targets, steering)
-                nll = _reduce(token_logp, predicts.repeat(len(chunk), 1), reduction)
+                values = active.run(cap, delta, [grid[j] for j in chunk], positions)
                 for k, j in enumerate(chunk):
-                    part = nll[k * rows : (k + 1) * rows]
-                    loss[indices, j, 0] = part[0::2].numpy()
-                    loss[indices, j, 1] = part[1::2].numpy()
+                    store(indices, j, values[k])
                 bar.update(len(chunk))
     finally:
         bar.close()
 
+    if reduction == "mean":
+        nll = nll / np.maximum(counts, 1)[:, None, :]
     ids = [p.id for p in pairs for _ in grid]
     m_col = [m for _ in pairs for m in grid]
     table = _table(
-        ids, m_col, loss[:, :, 0].reshape(-1), loss[:, :, 1].reshape(-1),
-        np.repeat(counts[:, 0], len(grid)), np.repeat(counts[:, 1], len(grid)),
+        ids,
+        m_col,
+        nll[:, :, 0].reshape(-1),
+        nll[:, :, 1].reshape(-1),
+        np.repeat(counts[:, 0], len(grid)),
+        np.repeat(counts[:, 1], len(grid)),
     )
     meta = {
         "ms": grid,
         "n_pairs": n,
         "delta": None if delta is None else {"kind": delta.kind, "site": delta.site},
         "include_suffix": include_suffix,
-        "positions": positions if isinstance(positions, str) else "mask",
-        "method": "fast" if runner is not None else "naive",
+        "positions": positions,
+        "method": runner.name if runner is not None else "naive",
     }
     return SweepResult(table, reduction, meta)
 

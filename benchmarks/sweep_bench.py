@@ -1,0 +1,133 @@
+"""Sweep speed: the naive way against ``unisteer.sweep``, measured side by side in one run.
+
+Default model, the default dataset's test split (32 pairs of one concept), a vector delta at the
+middle layer, 21 multipliers. The naive way is one hooked full forward pass per multiplier over
+a batch of pairs (A_p and A_n in the same batch, the same length buckets), which is what the
+steering-vectors library and most scripts do. The two run alternately (ABBA) and must agree:
+max |difference| of PrefOdds and UtilOdds <= 1e-4.
+
+    python benchmarks/sweep_bench.py [--rounds 2] [--concept optimism]
+
+Ends with ``RESULT sweep_speedup <naive time / fast time>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+import unisteer
+from unisteer.data import default_split
+from unisteer.data.tokens import pad_id
+from unisteer.grid import symmetric_grid
+from unisteer.odds import pref_odds, util_odds
+from unisteer.scoring import (
+    DEFAULT_MEMORY_BUDGET,
+    _row_bytes,
+    encode_pairs,
+    length_buckets,
+    naive_losses,
+    pair_batch,
+    sweep,
+)
+
+
+def matmul_gflops(n: int = 1536, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def naive_sweep(model, tok, pairs, delta, ms):  # type: ignore[no-untyped-def]
+    encoded = encode_pairs(tok, pairs)
+    buckets = length_buckets(
+        encoded, lambda w: DEFAULT_MEMORY_BUDGET // (2 * _row_bytes(model, w, w)), 16
+    )
+    loss = np.zeros((len(pairs), len(ms), 2))
+    for indices in buckets:
+        batch = pair_batch(encoded, indices, pad_id(tok))
+        for j, m in enumerate(ms):
+            nll = naive_losses(model, batch, delta, m)
+            loss[indices, j, 0] = nll[0::2].numpy()
+            loss[indices, j, 1] = nll[1::2].numpy()
+    lp, ln = loss[..., 0].reshape(-1), loss[..., 1].reshape(-1)
+    return pref_odds(lp, ln), util_odds(lp, ln)[0], encoded
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2, help="ABBA rounds (each runs both ways)")
+    ap.add_argument("--concept", default="optimism")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model, tok = unisteer.load_model()
+    _, test = default_split(args.concept)
+    layer = len(unisteer.find_blocks(model)[1]) // 2
+    delta = unisteer.new_delta(model, "vector", layer, tokenizer=tok)
+    with torch.no_grad():
+        delta.bias_.copy_(torch.randn(delta.d_out))
+        delta.bias_.mul_(1.0 / delta.bias_.norm())
+    ms = symmetric_grid(60.0, 21)  # a unit vector up to ~0.4x the residual norm
+    print(
+        f"{len(test)} pairs x {len(ms)} multipliers, vector at layer {layer}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+
+    times: dict[str, list[float]] = {"naive": [], "fast": []}
+    results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    order = []
+    for r in range(args.rounds):
+        order += ["naive", "fast"] if r % 2 == 0 else ["fast", "naive"]
+    encoded = None
+    for way in order:
+        t = time.perf_counter()
+        if way == "naive":
+            pref, util, encoded = naive_sweep(model, tok, test, delta, ms)
+        else:
+            res = sweep(model, tok, test, delta, ms, progress=False)
+            pref, util = res.table.pref_odds.to_numpy(), res.table.util_odds.to_numpy()
+        elapsed = time.perf_counter() - t
+        times[way].append(elapsed)
+        results[way] = (pref, util)
+        print(f"  {way:5s} {elapsed:7.1f} s")
+
+    d_pref = float(np.nanmax(np.abs(results["naive"][0] - results["fast"][0])))
+    d_util = float(np.nanmax(np.abs(results["naive"][1] - results["fast"][1])))
+    naive_t, fast_t = min(times["naive"]), min(times["fast"])
+    assert encoded is not None
+    seq_tokens = sum(len(a.input_ids) + len(b.input_ids) for a, b in encoded)
+    # Work the fast path does: blocks L..N for every (sequence, m), the head at completion tokens.
+    cfg = model.config
+    block_params = sum(p.numel() for p in unisteer.find_blocks(model)[1][layer:].parameters())
+    completion = sum(len(a.completion_ids) + len(b.completion_ids) for a, b in encoded)
+    nonzero = sum(1 for m in ms if m != 0.0)
+    flops = (
+        2 * block_params * seq_tokens * nonzero
+        + 2 * cfg.hidden_size * cfg.vocab_size * completion * nonzero
+    )
+    floor = matmul_gflops()
+    print(f"naive {naive_t:.1f} s, fast {fast_t:.1f} s (best of {len(times['fast'])})")
+    print(
+        f"agreement: max |dPrefOdds| {d_pref:.2e}, max |dUtilOdds| {d_util:.2e} "
+        f"({'OK' if max(d_pref, d_util) <= 1e-4 else 'MISMATCH'})"
+    )
+    print(
+        f"fast path: {seq_tokens * len(ms) / fast_t:.0f} sequence tokens/s (all m), "
+        f"{flops / fast_t / 1e9:.1f} GFLOP/s of matmul work = "
+        f"{flops / fast_t / 1e9 / floor:.0%} of this machine's float32 matmul rate "
+        f"({floor:.1f} GFLOP/s)"
+    )
+    print(f"RESULT sweep_agreement {max(d_pref, d_util):.2e}")
+    print(f"RESULT sweep_speedup {naive_t / fast_t:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""Re-running the blocks after a delta's site on cached inputs, for many multipliers at once.
+
+The model is frozen and the delta sits in block L, so everything before block L does not
+depend on the multiplier. One ordinary forward pass records block L's input and the arguments
+each block L..N receives (attention masks, position embeddings...: whatever the architecture
+passes). Replaying blocks L..N on that input, with the batch repeated once per multiplier and a
+per-row ``m``, then gives every point of a sweep. The output head (final norm, unembedding) is
+found the same way, by recording which modules run after the last block, and is applied only at
+positions that predict completion tokens.
+
+Two runners:
+
+* :class:`PrefixRunner` (preferred): the prompt of a pair is shared by A_p and A_n, so it runs
+  once per multiplier with a KV cache, and the two completions continue from it.
+* :class:`StackedRunner`: A_p and A_n are two full rows (prompt included).
+
+Both are checked against the ordinary forward pass before they are trusted (see
+:mod:`unisteer.scoring`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unisteer.data.tokens import Batch, Encoded
+from unisteer.delta import Delta
+from unisteer.positions import PositionMode
+from unisteer.sites import find_blocks
+from unisteer.steer import steer
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]  # positional args after the hidden state, kwargs
+
+
+def _leaves(module: nn.Module) -> Iterator[nn.Module]:
+    for m in module.modules():
+        if next(m.children(), None) is None:
+            yield m
+
+
+def _map(value: Any, fn: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_map(v, fn) for v in value)
+    if isinstance(value, list):
+        return [_map(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def expand_batch(value: Any, batch: int, times: int) -> Any:
+    """Repeat batch-shaped tensors (at least 2-D, first dim == ``batch``) ``times`` along dim 0,
+    as whole copies: row ``k * batch + i`` is copy ``k`` of row ``i``."""
+    if times == 1:
+        return value
+
+    def rep(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch:
+            return v.repeat(times, *([1] * (v.dim() - 1)))
+        return v
+
+    return _map(value, rep)
+
+
+def _is_cache(value: Any) -> bool:
+    return hasattr(value, "get_seq_length") and hasattr(value, "update")
+
+
+def _swap_cache(value: Any, cache: Any) -> Any:
+    return _map(value, lambda v: cache if _is_cache(v) else v)
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The name under which the model's forward takes a KV cache (``cache`` in recent
+    transformers, ``past_key_values`` before)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def softcap_of(model: nn.Module) -> float | None:
+    config = getattr(model, "config", None)
+    text = (
+        config.get_text_config()
+        if config is not None and hasattr(config, "get_text_config")
+        else config
+    )
+    cap = getattr(text, "final_logit_softcapping", None)
+    return float(cap) if isinstance(cap, int | float) and cap else None
+
+
+def block_index_of(model: nn.Module, site: str) -> int:
+    """Which decoder block contains the module at ``site``."""
+    path, blocks = find_blocks(model)
+    prefix = f"{path}." if path else ""
+    if site.startswith(prefix):
+        head = site[len(prefix) :].split(".", 1)[0]
+        if head.isdigit() and int(head) < len(blocks):
+            return int(head)
+    raise ValueError(f"the site {site!r} is not inside a decoder block ({path}.N)")
+
+
+@dataclass
+class Recorder:
+    """Runs one ordinary forward pass, recording block inputs and the output head."""
+
+    model: nn.Module
+    layer: int
+    blocks: list[nn.Module] = field(init=False)
+    head: list[nn.Module] = field(init=False, default_factory=list)
+    softcap: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.blocks = list(find_blocks(self.model)[1])
+        self.softcap = softcap_of(self.model)
+
+    def forward(self, **inputs: Any) -> tuple[Tensor, list[Call], Tensor]:
+        """``(block-L input, calls of blocks L..N, logits)`` of ``model(**inputs)``."""
+        calls: list[Call] = []
+        hidden: dict[str, Tensor] = {}
+        head: list[nn.Module] = []
+        after = {"on": False}
+        handles = []
+
+        def pre(index: int) -> Any:
+            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                if index == self.layer:
+                    hidden["h"] = args[0]
+                calls.append((args[1:], dict(kwargs)))
+
+            return hook
+
+        def last_done(module: nn.Module, args: Any, output: Any) -> None:
+            after["on"] = True
+
+        def leaf(module: nn.Module, args: Any, output: Any) -> None:
+            if after["on"]:
+                head.append(module)
+
+        inside = {id(m) for b in self.blocks for m in b.modules()}
+        try:
+            for i in range(self.layer, len(self.blocks)):
+                handles.append(self.blocks[i].register_forward_pre_hook(pre(i), with_kwargs=True))
+            handles.append(self.blocks[-1].register_forward_hook(last_done))
+            if not self.head:
+                for m in _leaves(self.model):
+                    if id(m) not in inside:
+                        handles.append(m.register_forward_hook(leaf))
+            with torch.no_grad():
+                logits = self.model(**inputs).logits
+        finally:
+            for h in handles:
+                h.remove()
+        if not self.head:
+            self.head = head
+        return hidden["h"], calls, logits
+
+    def blocks_from(
+        self, h: Tensor, calls: list[Call], batch: int, times: int, cache: Any = None
+    ) -> Tensor:
+        """Blocks L..N on ``h`` (``batch * times`` rows) with the recorded arguments."""
+        for block, (args, kwargs) in zip(self.blocks[self.layer :], calls, strict=True):
+            args = expand_batch(args, batch, times)
+            kwargs = expand_batch(kwargs, batch, times)
+            if cache is not None:
+                args, kwargs = _swap_cache(args, cache), _swap_cache(kwargs, cache)
+            out = block(h, *args, **kwargs)
+            h = out[0] if isinstance(out, tuple) else out
+        return h
+
+    def logprobs(self, h: Tensor, targets: Tensor) -> Tensor:
+        """Log-probabilities of ``targets`` from final hidden states ``h[n, d]``."""
+        x: Any = h
+        for module in self.head:
+            x = module(x)
+            x = x[0] if isinstance(x, tuple) else x
+        logits = x.float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+
+
+def completion_targets(batch: Batch) -> tuple[Tensor, Tensor]:
+    """Positions predicting a completion token (``[B, T]`` bool) and the tokens (flat)."""
+    predicts = torch.zeros_like(batch.completion_mask)
+    predicts[:, :-1] = batch.completion_mask[:, 1:]
+    return predicts, batch.input_ids[:, 1:][batch.completion_mask[:, 1:]]
+
+
+def row_sums(token_logp: Tensor, predicts: Tensor) -> Tensor:
+    """Per-row NLL sums (float64) from flat log-probs ordered like ``predicts.nonzero()``."""
+    rows = predicts.nonzero()[:, 0]
+    nll = torch.zeros(predicts.shape[0], dtype=torch.float64)
+    nll.index_add_(0, rows.cpu(), -token_logp.double().cpu())
+    return nll
+
+
+# -- stacked: A_p and A_n as full rows -----------------------------------------------------------
+
+
+@dataclass
+class StackedCapture:
+    hidden: Tensor
+    calls: list[Call]
+    predicts: Tensor
+    targets: Tensor
+    prompt_lengths: Tensor
+    base: Tensor  # [2P] NLL sums at m = 0 (the ordinary forward pass)
+
+
+class StackedRunner:
+    """Blocks L..N on full rows ``[p0+, p0-, ...]``, repeated once per multiplier."""
+
+    name = "stacked"
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        self.rec = Recorder(model, layer)
+
+    def capture(self, batch: Batch) -> StackedCapture:
+        predicts, targets = completion_targets(batch)
+        h, calls, logits = self.rec.forward(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        )
+        logp = torch.log_softmax(logits.float(), dim=-1)[predicts].gather(-1, targets[:, None])[
+            :, 0
+        ]
+        return StackedCapture(
+            h, calls, predicts, targets, batch.prompt_lengths, row_sums(logp, predicts)
+        )
+
+    def run(
+        self, cap: StackedCapture, delta: Delta, ms: Sequence[float], positions: PositionMode
+    ) -> Tensor:
+        """``[K, 2P]`` NLL sums, one row of the result per multiplier."""
+        k, rows = len(ms), cap.hidden.shape[0]
+        m_rows = torch.tensor(list(ms), dtype=torch.float32).repeat_interleave(rows)
+        prompt = cap.prompt_lengths.repeat(k)
+        with (
+            torch.no_grad(),
+            steer(self.rec.model, delta, m=m_rows, positions=positions, prompt_length=prompt) as s,
+            s.calling(rows * k, cap.hidden.shape[1]),
+        ):
+            h = self.rec.blocks_from(expand_batch(cap.hidden, rows, k), cap.calls, rows, k)
+            predicts = cap.predicts.repeat(k, 1)
+            logp = self.rec.logprobs(h[predicts], cap.targets.repeat(k))
+        return row_sums(logp, predicts).reshape(k, rows)
+
+
+# -- prefix: the prompt once per pair, two completions continuing from its KV cache -------------
+
+
+@dataclass
+class PrefixCapture:
+    prompt_hidden: Tensor  # [P, Tp, d], prompts left-padded
+    prompt_calls: list[Call]
+    comp_hidden: Tensor  # [2P, Tc, d], completions right-padded
+    comp_calls: list[Call]
+    first_targets: Tensor  # [2P] first completion token of each row
+    comp_predicts: Tensor  # [2P, Tc] positions (in the completion part) predicting a token
+    comp_targets: Tensor  # flat tokens predicted there
+    base: Tensor  # [2P] NLL sums at m = 0 (from this two-stage pass)
+
+
+def _prompts_agree(pair: tuple[Encoded, Encoded]) -> bool:
+    a, b = pair
+    return (
+        a.prompt_length == b.prompt_length
+        and a.input_ids[: a.prompt_length] == b.input_ids[: b.prompt_length]
+    )
+
+
+class PrefixRunner:
+    """Shares each pair's prompt between A_p and A_n through the KV cache."""
+
+    name = "prefix"
+
+    def __init__(self, model: nn.Module, layer: int) -> None:
+        self.rec = Recorder(model, layer)
+        self.cache_kw = cache_keyword(model)
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=getattr(self.rec.model, "config", None))
+
+    def capture(self, encoded: Sequence[tuple[Encoded, Encoded]], pad: int) -> PrefixCapture | None:
+        if not all(_prompts_agree(e) for e in encoded):
+            return None
+        n = len(encoded)
+        prompts = [e[0].input_ids[: e[0].prompt_length] for e in encoded]
+        tp = max(len(p) for p in prompts)
+        p_ids = torch.full((n, tp), pad, dtype=torch.long)
+        p_mask = torch.zeros((n, tp), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            p_ids[i, tp - len(p) :] = torch.tensor(p)
+            p_mask[i, tp - len(p) :] = 1
+        comps = [e.input_ids[e.prompt_length :] for pair in encoded for e in pair]
+        tc = max(len(c) for c in comps)
+        c_ids = torch.full((2 * n, tc), pad, dtype=torch.long)
+        c_mask = torch.zeros((2 * n, tc), dtype=torch.long)
+        for r, c in enumerate(comps):
+            c_ids[r, : len(c)] = torch.tensor(c)
+            c_mask[r, : len(c)] = 1
+        lengths = p_mask.sum(1)
+        cache = self._new_cache()
+        p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+        ph, pcalls, plogits = self.rec.forward(
+            input_ids=p_ids,
+            attention_mask=p_mask,
+            position_ids=p_pos,
+            use_cache=True,
+            **{self.cache_kw: cache},
+        )
+        cache.batch_repeat_interleave(2)
+        full_mask = torch.cat([p_mask.repeat_interleave(2, 0), c_mask], dim=1)
+        c_pos = lengths.repeat_interleave(2)[:, None] + torch.arange(tc)[None, :]
+        ch, ccalls, clogits = self.rec.forward(
+            input_ids=c_ids,
+            attention_mask=full_mask,
+            position_ids=c_pos,
+            use_cache=True,
+            **{self.cache_kw: cache},
+        )
+        first = c_ids[:, 0]
+        predicts = torch.zeros_like(c_mask, dtype=torch.bool)
+        predicts[:, :-1] = c_mask[:, 1:].bool()
+        targets = c_ids[:, 1:][c_mask[:, 1:].bool()]
+        first_lp = torch.log_softmax(plogits[:, -1].float(), -1).repeat_interleave(2, 0)
+        first_lp = first_lp.gather(-1, first[:, None])[:, 0]
+        rest_lp = torch.log_softmax(clogits.float(), -1)[predicts].gather(-1, targets[:, None])[
+            :, 0
+        ]
+        base = row_sums(rest_lp, predicts) - first_lp.double()
+        return PrefixCapture(ph, pcalls, ch, ccalls, first, predicts, targets, base)
+
+    def run(
+        self, cap: PrefixCapture, delta: Delta, ms: Sequence[float], positions: PositionMode
+    ) -> Tensor:
+        """``[K, 2P]`` NLL sums, one row of the result per multiplier."""
+        k = len(ms)
+        n, tp = cap.prompt_hidden.shape[:2]
+        rows, tc = cap.comp_hidden.shape[:2]
+        m = torch.tensor(list(ms), dtype=torch.float32)
+        model = self.rec.model
+        cache = self._new_cache()
+        with torch.no_grad():
+            with (
+                steer(
+                    model, delta, m=m.repeat_interleave(n), positions=positions, prompt_length=tp
+                ) as s,
+                s.calling(n * k, tp, past=0),
+            ):
+                h = self.rec.blocks_from(
+                    expand_batch(cap.prompt_hidden, n, k), cap.prompt_calls, n, k, cache
+                )
+                last = h[:, -1]  # [k*n, d]: the last prompt token predicts the first answer token
+            first_lp = self.rec.logprobs(last.repeat_interleave(2, 0), cap.first_targets.repeat(k))
+            cache.batch_repeat_interleave(2)
+            with (
+                steer(
+                    model, delta, m=m.repeat_interleave(rows), positions=positions, prompt_length=tp
+                ) as s,
+                s.calling(rows * k, tc, past=tp),
+            ):
+                h = self.rec.blocks_from(
+                    expand_batch(cap.comp_hidden, rows, k), cap.comp_calls, rows, k, cache
+                )
+                predicts = cap.comp_predicts.repeat(k, 1)
+                rest_lp = self.rec.logprobs(h[predicts], cap.comp_targets.repeat(k))
+        nll = row_sums(rest_lp, predicts) - first_lp.double()
+        return nll.reshape(k, rows)
