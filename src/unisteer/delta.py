@@ -200,6 +200,21 @@ class Delta(nn.Module):
             return (xf @ self.lora_A.to(dev).T) @ self.lora_B.to(dev).T
         return torch.nn.functional.linear(xf, self.weight_.to(dev), self.bias_.to(dev))
 
+    def null(self, y: Tensor) -> Tensor:
+        """The "null" intervention's contribution for outputs ``y[..., d_out]`` (vector only):
+        ``-ReLU(y·v)/‖v‖² · v``, which removes the positive component of ``y`` along ``v``
+        (RePS's Φ⁻). In float32; zero where ``y·v <= 0``.
+        """
+        if self.kind != "vector":
+            raise ValueError(
+                f"the null intervention is defined for vector deltas; a {self.kind!r} delta is "
+                "nulled with a negative multiplier instead"
+            )
+        v = self.bias_.to(y.device)
+        yf = y.to(torch.float32)
+        coef = torch.relu(yf @ v) / (v @ v).clamp_min(torch.finfo(torch.float32).tiny)
+        return -coef.unsqueeze(-1) * v
+
     # -- helpers ------------------------------------------------------------------------------
 
     def tensors(self) -> dict[str, Tensor]:

@@ -67,6 +67,18 @@ def expand_batch(value: Any, batch: int, times: int) -> Any:
     return _map(value, rep)
 
 
+def select_rows(value: Any, batch: int, rows: Tensor) -> Any:
+    """Pick rows of batch-shaped tensors (at least 2-D, first dim == ``batch``): row ``k`` of
+    the result is row ``rows[k]`` of the input. Other values pass through unchanged."""
+
+    def pick(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch:
+            return v.index_select(0, rows.to(v.device))
+        return v
+
+    return _map(value, pick)
+
+
 def _is_cache(value: Any) -> bool:
     return hasattr(value, "get_seq_length") and hasattr(value, "update")
 
@@ -160,12 +172,22 @@ class Recorder:
         return hidden["h"], calls, logits
 
     def blocks_from(
-        self, h: Tensor, calls: list[Call], batch: int, times: int, cache: Any = None
+        self,
+        h: Tensor,
+        calls: list[Call],
+        batch: int,
+        times: int = 1,
+        cache: Any = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
-        """Blocks L..N on ``h`` (``batch * times`` rows) with the recorded arguments."""
+        """Blocks L..N on ``h`` with the arguments recorded for ``batch`` rows: repeated
+        ``times`` over (``batch * times`` rows), or picked by ``rows`` when given."""
         for block, (args, kwargs) in zip(self.blocks[self.layer :], calls, strict=True):
-            args = expand_batch(args, batch, times)
-            kwargs = expand_batch(kwargs, batch, times)
+            if rows is not None:
+                args, kwargs = select_rows(args, batch, rows), select_rows(kwargs, batch, rows)
+            else:
+                args = expand_batch(args, batch, times)
+                kwargs = expand_batch(kwargs, batch, times)
             if cache is not None:
                 args, kwargs = _swap_cache(args, cache), _swap_cache(kwargs, cache)
             out = block(h, *args, **kwargs)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,11 @@ from unisteer.positions import (
     validate_positions,
 )
 from unisteer.sites import check_site
+
+#: What a delta does at its site: ``"add"`` adds ``m·(ΔW x + Δb)``; ``"null"`` (vectors only)
+#: adds ``m·(-ReLU(y·v)/‖v‖²·v)``, removing the positive component of the output along v.
+Op = Literal["add", "null"]
+OPS: tuple[str, ...] = ("add", "null")
 
 
 def _tokens_in_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
@@ -73,18 +78,30 @@ class Steering:
         multipliers: Sequence[Multiplier],
         positions: Positions = "all",
         prompt_length: PromptLength | None = None,
+        ops: Sequence[Op] | None = None,
     ) -> None:
         if len(deltas) != len(multipliers):
             raise SteeringError(
                 f"got {len(deltas)} deltas but {len(multipliers)} multipliers; give one m or "
                 "one per delta"
             )
+        ops = list(ops) if ops is not None else ["add"] * len(deltas)
+        if len(ops) != len(deltas):
+            raise SteeringError(f"got {len(deltas)} deltas but {len(ops)} ops")
+        for op, d in zip(ops, deltas, strict=True):
+            if op not in OPS:
+                raise SteeringError(f"op must be one of {OPS}, got {op!r}")
+            if op == "null" and d.kind != "vector":
+                raise SteeringError(
+                    f"op='null' applies to vector deltas only, not {d.kind!r} (use -m instead)"
+                )
         for m in multipliers:
             validate_multiplier(m)
         validate_positions(positions)
         self.model = model
         self.deltas = list(deltas)
         self.multipliers = list(multipliers)
+        self.ops: list[Op] = ops
         self.positions = positions
         self.prompt_length = prompt_length
         self._handles: list[RemovableHandle] = []
@@ -121,7 +138,7 @@ class Steering:
 
     # -- site-level: add m·(ΔW x + Δb) --------------------------------------------------------
 
-    def _site_hook(self, delta: Delta, m: Multiplier) -> Any:
+    def _site_hook(self, delta: Delta, m: Multiplier, op: Op = "add") -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
             y = output[0] if isinstance(output, tuple) else output
             if not isinstance(y, Tensor):
@@ -146,7 +163,8 @@ class Steering:
                     f"site {delta.site!r} produced a {y.dim()}-d output; per-row or per-token "
                     "multipliers and position masks need [batch, tokens, width]"
                 )
-            y_new = add_scaled(y, delta(x), scale)
+            contribution = delta.null(y) if op == "null" else delta(x)
+            y_new = add_scaled(y, contribution, scale)
             if isinstance(output, tuple):
                 return (y_new, *output[1:])
             return y_new
@@ -198,8 +216,10 @@ class Steering:
             self._handles.append(
                 self.model.register_forward_hook(self._after_model, always_call=True)
             )
-            for delta, m, module in zip(self.deltas, self.multipliers, modules, strict=True):
-                self._handles.append(module.register_forward_hook(self._site_hook(delta, m)))
+            for delta, m, op, module in zip(
+                self.deltas, self.multipliers, self.ops, modules, strict=True
+            ):
+                self._handles.append(module.register_forward_hook(self._site_hook(delta, m, op)))
         except BaseException:
             self._remove()
             raise
@@ -221,6 +241,24 @@ class Steering:
         self._inferred_prompt_length = None
 
 
+@contextmanager
+def record_outputs(model: nn.Module, site: str) -> Iterator[list[Tensor]]:
+    """Collect the output of the module at ``site`` (detached) for every forward call made
+    inside the ``with`` block; the hook is removed on exit."""
+    module = model.get_submodule(site)
+    seen: list[Tensor] = []
+
+    def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        y = output[0] if isinstance(output, tuple) else output
+        seen.append(y.detach())
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 def steer(
     model: nn.Module,
     deltas: Delta | Sequence[Delta],
@@ -228,6 +266,7 @@ def steer(
     *,
     positions: Positions = "all",
     prompt_length: PromptLength | None = None,
+    ops: Op | Sequence[Op] | None = None,
 ) -> Steering:
     """Apply one or several deltas to ``model`` inside a ``with`` block.
 
@@ -243,9 +282,14 @@ def steer(
             width of the first forward call on an empty cache is the prompt (right for
             ``generate``, with left or right padding). Pass it when you score prompt and
             completion in one forward pass.
+        ops: what each delta does: ``"add"`` (default) or, for vectors, ``"null"`` (RePS's
+            null intervention ``-ReLU(y·v)/‖v‖²·v``, scaled by ``m``); one op or one per delta.
     """
     ds = [deltas] if isinstance(deltas, Delta) else list(deltas)
     ms: list[Multiplier] = (
         list(m) if isinstance(m, list | tuple) else [cast(Multiplier, m)] * len(ds)
     )
-    return Steering(model, ds, ms, positions=positions, prompt_length=prompt_length)
+    op_list: list[Op] | None = (
+        None if ops is None else [ops] * len(ds) if isinstance(ops, str) else list(ops)
+    )
+    return Steering(model, ds, ms, positions=positions, prompt_length=prompt_length, ops=op_list)

@@ -1,0 +1,195 @@
+"""The trainer's forward pass: pairs grouped into minibatches, and per-row log-probabilities
+under a delta, computed the fast way or the naive way.
+
+The model is frozen and the delta sits in block L, so block L's input does not depend on the
+trained parameters. :func:`prepare` runs every minibatch once through the model without
+autograd, recording block L's input and the arguments of blocks L..N (see
+:mod:`unisteer.replay`), and the unsteered log-probabilities RePS needs. Every step then runs
+only blocks L..N, forward and backward, and the output head only at positions that predict
+completion tokens (``method="cached"``). ``method="naive"`` runs the whole hooked model on
+every step: the reference the cached path is checked against, and the benchmark's baseline.
+
+Minibatches are fixed once (a seeded shuffle of the pairs); each epoch visits them in a new
+order. Regrouping pairs every epoch would need blocks 0..L-1 again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from unisteer.data.pairs import PolarityPair
+from unisteer.data.tokens import Batch, collate, encode_pair, pad_id
+from unisteer.delta import Delta
+from unisteer.objectives.rows import Rows, Scores
+from unisteer.positions import PositionMode
+from unisteer.replay import StackedCapture, StackedRunner, block_index_of, completion_targets
+from unisteer.steer import Op, steer
+
+log = logging.getLogger(__name__)
+
+Method = Literal["cached", "naive"]
+
+
+@dataclass
+class TrainBatch:
+    """One minibatch of P pairs as rows ``[p0+, p0-, p1+, p1-, ...]`` (right-padded)."""
+
+    ids: list[str]
+    batch: Batch
+    next_ids: Tensor  # [2P, T] the token each position predicts (0 past the end)
+    predicts: Tensor  # [2P, T] bool: positions predicting a completion token
+    tokens: Tensor  # [2P] completion tokens
+    seq_tokens: Tensor  # [2P] all tokens of the sequence
+    ref_logp: Tensor  # [P, 2] unsteered summed log-probabilities of (A_p, A_n)
+    capture: StackedCapture | None  # block L's input and the calls of blocks L..N
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.ids)
+
+
+def _group(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def prepare(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Delta,
+    *,
+    batch_size: int,
+    seed: int,
+    method: Method = "cached",
+    positions: PositionMode = "all",
+    include_suffix: bool = False,
+    system_prompt: str | None = None,
+    progress: bool = False,
+    desc: str = "caching",
+) -> tuple[list[TrainBatch], StackedRunner | None]:
+    """Tokenise, group and (for ``"cached"``) run every minibatch once without autograd.
+
+    Returns the batches and the runner that replays blocks L..N, or ``None`` for the naive
+    path: the cached path is checked on the first batch against the ordinary forward pass
+    (max abs difference of the completion log-probabilities ≤ 1e-4) and falls back to
+    ``"naive"`` with a warning when it differs.
+    """
+    if not pairs:
+        raise ValueError("no training pairs")
+    pad = pad_id(tokenizer)
+    encoded = [
+        encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
+        for p in pairs
+    ]
+    runner = StackedRunner(model, block_index_of(model, delta.site))
+    out: list[TrainBatch] = []
+    for group in tqdm(
+        _group(len(pairs), batch_size, seed), desc=desc, disable=not progress, unit="batch"
+    ):
+        batch = collate([e for i in group for e in encoded[i]], pad, padding_side="right")
+        predicts, _ = completion_targets(batch)
+        next_ids = torch.zeros_like(batch.input_ids)
+        next_ids[:, :-1] = batch.input_ids[:, 1:]
+        cap = runner.capture(batch)  # the ordinary forward pass, no autograd
+        if method == "cached" and not out:
+            method = _check_cached(runner, cap, delta, positions)
+        out.append(
+            TrainBatch(
+                ids=[pairs[i].id for i in group],
+                batch=batch,
+                next_ids=next_ids,
+                predicts=predicts,
+                tokens=predicts.sum(1),
+                seq_tokens=batch.attention_mask.sum(1),
+                ref_logp=(-cap.base).to(torch.float32).reshape(-1, 2),
+                capture=cap if method == "cached" else None,
+            )
+        )
+    return out, runner if method == "cached" else None
+
+
+def _check_cached(
+    runner: StackedRunner, cap: StackedCapture, delta: Delta, positions: PositionMode
+) -> Method:
+    try:
+        with torch.no_grad():
+            replay = runner.run(cap, delta, [0.0], positions)[0]
+        err = float((replay - cap.base).abs().max())
+    except Exception as e:  # an architecture the replay does not understand
+        log.warning("unisteer: cached training path failed (%s); training the naive way", e)
+        return "naive"
+    if err > 1e-4:
+        log.warning(
+            "unisteer: the cached training path is off by %.2e on this model; training the "
+            "naive way",
+            err,
+        )
+        return "naive"
+    return "cached"
+
+
+def _interventions(delta: Delta, rows: Rows) -> tuple[list[Delta], list[Tensor], list[Op]]:
+    deltas, ms, ops = [delta], [rows.m], ["add"]
+    if bool(rows.null.any()):
+        deltas.append(delta)
+        ms.append(rows.null.to(torch.float32))
+        ops.append("null")
+    return deltas, ms, ops  # type: ignore[return-value]
+
+
+def _row_sums(logp: Tensor, predicts: Tensor) -> Tensor:
+    rows = predicts.nonzero()[:, 0]
+    return torch.zeros(predicts.shape[0], dtype=logp.dtype, device=logp.device).index_add(
+        0, rows, logp
+    )
+
+
+def row_scores(
+    model: nn.Module,
+    tb: TrainBatch,
+    delta: Delta,
+    rows: Rows,
+    runner: StackedRunner | None,
+    positions: PositionMode = "all",
+) -> Scores:
+    """Summed completion log-probabilities of ``rows`` under ``delta`` (differentiable in the
+    delta's parameters when autograd is on)."""
+    index = 2 * rows.pair + rows.side  # which sequence of the minibatch each row runs
+    predicts = tb.predicts.index_select(0, index)
+    targets = tb.next_ids.index_select(0, index)[predicts]
+    prompt = tb.batch.prompt_lengths.index_select(0, index)
+    deltas, ms, ops = _interventions(delta, rows)
+    if tb.capture is not None and runner is not None:
+        cap = tb.capture
+        width = cap.hidden.shape[1]
+        with (
+            steer(model, deltas, m=ms, positions=positions, prompt_length=prompt, ops=ops) as s,
+            s.calling(len(rows), width),
+        ):
+            h = runner.rec.blocks_from(
+                cap.hidden.index_select(0, index), cap.calls, cap.hidden.shape[0], rows=index
+            )
+            logp = runner.rec.logprobs(h[predicts], targets)
+    else:
+        with steer(model, deltas, m=ms, positions=positions, prompt_length=prompt, ops=ops):
+            logits = model(
+                input_ids=tb.batch.input_ids.index_select(0, index),
+                attention_mask=tb.batch.attention_mask.index_select(0, index),
+            ).logits
+        logp = torch.log_softmax(logits[predicts].float(), -1).gather(-1, targets[:, None])[:, 0]
+    return Scores(
+        logp=_row_sums(logp, predicts),
+        tokens=tb.tokens.index_select(0, index),
+        seq_tokens=tb.seq_tokens.index_select(0, index),
+        ref_logp=tb.ref_logp,
+    )
