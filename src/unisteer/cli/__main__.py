@@ -1,0 +1,5 @@
+import sys
+
+from unisteer.cli import main
+
+sys.exit(main())

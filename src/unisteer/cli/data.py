@@ -1,0 +1,101 @@
+"""``unisteer data inspect`` and the data-source options other subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from unisteer.data.pairs import PairSet
+
+
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """``--format``, ``--field`` and ``--invert/--no-invert`` for reading a data source."""
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "pairs", "persona", "advanced-ai-risk", "caa-ab", "axbench", "hf"],
+    )
+    p.add_argument(
+        "--field",
+        action="append",
+        metavar="OURS=THEIRS",
+        help="map a pair field (query, positive, negative, id) to a column; repeatable",
+    )
+    polarity = p.add_mutually_exclusive_group()
+    polarity.add_argument(
+        "--invert",
+        action="store_true",
+        default=None,
+        help="the file's matching answer lacks the behaviour: swap",
+    )
+    polarity.add_argument("--no-invert", dest="invert", action="store_false")
+
+
+def field_map(items: list[str] | None) -> dict[str, str] | None:
+    fields = {}
+    for item in items or []:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise SystemExit(f"unisteer: error: --field expects OURS=THEIRS, got {item!r}")
+        fields[ours] = theirs
+    return fields or None
+
+
+def load_source(
+    args: argparse.Namespace,
+    path: str,
+    *,
+    strict: bool = True,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> PairSet:
+    from unisteer.data.sources import load_pairs
+
+    return load_pairs(
+        path,
+        format=args.format,
+        fields=field_map(args.field),
+        invert=args.invert,
+        strict=strict,
+        model=model,
+        tokenizer=tokenizer,
+    )
+
+
+def pick_split(pairs: PairSet, split: str) -> PairSet:
+    """``all`` pairs, or the ``train`` / ``test`` split recorded in the data."""
+    if split == "all":
+        return pairs
+    train, test = pairs.fixed_split()
+    return train if split == "train" else test
+
+
+def register(sub: Any) -> None:
+    data = sub.add_parser("data", help="work with polarity-paired data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser(
+        "inspect", help="counts, lengths, examples and problems of a data source"
+    )
+    p.add_argument("path", help="a file, a saved HF dataset directory, or default[:CONCEPT]")
+    add_source_options(p)
+    p.add_argument("--model", help="count tokens with this model's tokenizer")
+    p.add_argument("--examples", type=int, default=3)
+    p.add_argument(
+        "--fail-on-problems",
+        action="store_true",
+        help="exit with status 1 when rows had to be skipped",
+    )
+    p.set_defaults(func=inspect)
+
+
+def inspect(args: argparse.Namespace) -> int:
+    from unisteer.data.summary import format_summary, summarize
+
+    model = tokenizer = None
+    if args.model:
+        from unisteer.models import load_model
+
+        model, tokenizer = load_model(args.model)
+    pairs = load_source(args, args.path, strict=False, model=model, tokenizer=tokenizer)
+    print(format_summary(summarize(pairs, tokenizer, examples=args.examples)))
+    return 1 if pairs.problems and args.fail_on_problems else 0

@@ -1,0 +1,80 @@
+"""``unisteer sweep``: PrefOdds and UtilOdds of a saved delta over a grid of m."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from unisteer.cli.data import add_source_options, load_source, pick_split
+
+
+def register(sub: Any) -> None:
+    from unisteer.models import DEFAULT_MODEL
+
+    p = sub.add_parser("sweep", help="PrefOdds and UtilOdds of a saved delta over a grid of m")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--delta", required=True, help="directory written by Delta.save")
+    p.add_argument("--data", required=True, help="a data file or default[:CONCEPT]")
+    add_source_options(p)
+    p.add_argument(
+        "--split",
+        choices=["all", "train", "test"],
+        default="all",
+        help="use the split recorded in the data (default: all pairs)",
+    )
+    p.add_argument("--ms", help="LO:HI:N or a comma list (default: the delta's own grid)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--reduction", choices=["sum", "mean"], default="sum")
+    p.add_argument(
+        "--include-suffix",
+        action="store_true",
+        help="count the end-of-turn tokens as part of each completion",
+    )
+    p.add_argument("--positions", choices=["all", "prompt", "completion"], default="all")
+    p.add_argument(
+        "--memory-mb",
+        type=float,
+        default=1024.0,
+        help="activation memory per call (sets the batch shapes)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unisteer.grid import parse_grid
+    from unisteer.models import load_model
+    from unisteer.persistence import load_delta
+    from unisteer.scoring import sweep
+
+    model, tokenizer = load_model(args.model)
+    delta = load_delta(args.delta, model, tokenizer=tokenizer)
+    if args.ms is not None:
+        try:
+            ms = parse_grid(args.ms)
+        except ValueError as e:
+            raise SystemExit(f"unisteer: error: argument --ms: {e}") from None
+    elif isinstance(delta.meta.get("grid"), list):
+        ms = [float(x) for x in delta.meta["grid"]]
+    else:
+        raise SystemExit(
+            f"unisteer: error: {args.delta} records no multiplier grid; give --ms LO:HI:N"
+        )
+    pairs = pick_split(load_source(args, args.data), args.split)
+    result = sweep(
+        model,
+        tokenizer,
+        pairs,
+        delta,
+        ms,
+        reduction=args.reduction,
+        include_suffix=args.include_suffix,
+        positions=args.positions,
+        memory_budget=int(args.memory_mb * (1 << 20)),
+    )
+    out = result.save(Path(args.out))
+    columns = ["m", "n", "pref_odds", "pref_odds_sem", "util_odds", "util_odds_sem"]
+    columns.append("n_out_of_domain")
+    print(result.means()[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"wrote {out / 'sweep.parquet'}, {out / 'means.parquet'} and {out / 'sweep.json'}")
+    return 0

@@ -1,0 +1,78 @@
+"""Evaluating steered models: the AxBench protocol, judges and pair accuracy.
+
+* :mod:`~unisteer.evaluate.axbench` — the protocol as pure functions (instruction sampling,
+  factor grid, harmonic mean, factor selection, winrate);
+  :mod:`~unisteer.evaluate.axbench_run` runs it (generate, rate, report; resumable).
+* Judges share one interface (:class:`Judge`): :class:`HTTPJudge` (any OpenAI-compatible
+  endpoint), :class:`LocalJudge` (a local Hugging Face model) and :class:`ProxyJudge`
+  (offline, LLM-free; its scores are named ``proxy_*``).
+* :func:`pair_accuracy` — how often the steered model prefers A_p over A_n.
+* :mod:`~unisteer.evaluate.eval_cli` — what the command line calls.
+
+Heavy pieces (scikit-learn, embeddings) load only when used.
+"""
+
+from unisteer.evaluate.accuracy import AccuracyResult, accuracy_by_m, pair_accuracy
+from unisteer.evaluate.axbench import (
+    AXBENCH_FACTORS,
+    VECTOR_FACTORS,
+    AxBenchSettings,
+    add_harmonic_mean,
+    default_factors,
+    harmonic_mean,
+    load_alpaca_instructions,
+    sample_instructions,
+    select_factors,
+    steering_rows,
+    summarize,
+    winrate,
+)
+from unisteer.evaluate.axbench_run import AxBenchReport, build_report, rescore, run_axbench
+from unisteer.evaluate.concepts import Concept, read_concepts
+from unisteer.evaluate.eval_cli import eval_accuracy, eval_axbench, make_judge
+from unisteer.evaluate.http_judge import HTTPJudge
+from unisteer.evaluate.judge import Judge, JudgeError, PromptJudge, RatingRequest, Score
+from unisteer.evaluate.local_judge import LocalJudge
+from unisteer.evaluate.prompts import CRITERIA, Criterion, build_prompt, parse_rating
+from unisteer.evaluate.proxy_concept import concept_auroc
+from unisteer.evaluate.proxy_judge import ProxyJudge
+
+__all__ = [
+    "AXBENCH_FACTORS",
+    "CRITERIA",
+    "VECTOR_FACTORS",
+    "AccuracyResult",
+    "AxBenchReport",
+    "AxBenchSettings",
+    "Concept",
+    "Criterion",
+    "HTTPJudge",
+    "Judge",
+    "JudgeError",
+    "LocalJudge",
+    "PromptJudge",
+    "ProxyJudge",
+    "RatingRequest",
+    "Score",
+    "accuracy_by_m",
+    "add_harmonic_mean",
+    "build_prompt",
+    "build_report",
+    "concept_auroc",
+    "default_factors",
+    "eval_accuracy",
+    "eval_axbench",
+    "harmonic_mean",
+    "load_alpaca_instructions",
+    "make_judge",
+    "pair_accuracy",
+    "parse_rating",
+    "read_concepts",
+    "rescore",
+    "run_axbench",
+    "sample_instructions",
+    "select_factors",
+    "steering_rows",
+    "summarize",
+    "winrate",
+]
