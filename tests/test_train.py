@@ -323,3 +323,41 @@ def test_collate_rows_match_encoding(tok: Any) -> None:
         [e for i in tb.ids for e in encode_pair(tok, by_id[i])], 0, padding_side="right"
     )
     assert torch.equal(tb.batch.input_ids, expected.input_ids)
+
+
+def test_cache_shares_the_capture_across_objectives_and_kinds(
+    tok: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unisteer.train_forward as tf
+
+    model = tiny_model("llama")
+    pairs = random_pairs(6)
+    captures = {"n": 0}
+    real = tf.StackedRunner.capture
+
+    def counting(self: Any, batch: Any) -> Any:
+        captures["n"] += 1
+        return real(self, batch)
+
+    monkeypatch.setattr(tf.StackedRunner, "capture", counting)
+    cache: dict[Any, Any] = {}
+    shared = []
+    for kind, objective in [("vector", "split"), ("lora", "sft"), ("local_weight", "reps")]:
+        shared.append(
+            train(
+                model,
+                tok,
+                pairs,
+                kind=kind,
+                objective=objective,
+                layer=1,
+                epochs=1,  # type: ignore[arg-type]
+                progress=False,
+                cache=cache,
+            )
+        )
+    assert captures["n"] == 2  # 6 pairs in batches of 4: two captures, once
+    alone = train(
+        model, tok, pairs, kind="lora", objective="sft", layer=1, epochs=1, progress=False
+    )
+    assert torch.equal(alone.lora_B, shared[1].lora_B)

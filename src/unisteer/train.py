@@ -44,7 +44,7 @@ from unisteer.objectives import Objective, diffmean, make_objective
 from unisteer.replay import StackedRunner
 from unisteer.sites import find_blocks
 from unisteer.train_config import TrainConfig, make_config
-from unisteer.train_forward import Method, TrainBatch, prepare, row_scores
+from unisteer.train_forward import Method, PrepareCache, TrainBatch, prepare, row_scores
 
 
 class TrainingDiverged(UnisteerError):
@@ -139,6 +139,7 @@ def train(
     method: Method = "cached",
     system_prompt: str | None = None,
     progress: bool = True,
+    cache: PrepareCache | None = None,
     **hparams: Any,
 ) -> Delta:
     """Train a delta of ``kind`` at ``layer`` (default: the middle block) with ``objective``.
@@ -155,6 +156,8 @@ def train(
         checkpoint_dir: where checkpoints go; ``resume=True`` continues from one there.
         max_steps: stop (with a checkpoint) after this many optimiser steps in total.
         method: ``"cached"`` (fast, default) or ``"naive"`` (a full hooked forward per step).
+        cache: a dict in which the captured minibatches are kept, so that later runs at the
+            same block on the same pairs (other objectives and kinds) skip the capture.
         **hparams: any :class:`~unisteer.train_config.TrainConfig` field (lr, epochs,
             batch_size, grad_accum, multipliers, bidirectional, lambda_n, gamma, ...).
 
@@ -206,6 +209,7 @@ def train(
             include_suffix=config.include_suffix,
             system_prompt=system_prompt,
             progress=progress,
+            cache=cache,
         )
         val_batches = (
             prepare(
@@ -220,6 +224,7 @@ def train(
                 include_suffix=config.include_suffix,
                 system_prompt=system_prompt,
                 progress=False,
+                cache=cache,
             )[0]
             if val_pairs
             else []

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 Method = Literal["cached", "naive"]
 
+#: Prepared minibatches by what decides them, for reuse across training runs on one model
+#: (several objectives and kinds at the same layer share one capture). Owned by the caller.
+PrepareCache = dict[tuple[Any, ...], tuple[list["TrainBatch"], "StackedRunner | None"]]
+
 
 @dataclass
 class TrainBatch:
@@ -76,22 +80,38 @@ def prepare(
     system_prompt: str | None = None,
     progress: bool = False,
     desc: str = "caching",
+    cache: PrepareCache | None = None,
 ) -> tuple[list[TrainBatch], StackedRunner | None]:
     """Tokenise, group and (for ``"cached"``) run every minibatch once without autograd.
 
     Returns the batches and the runner that replays blocks L..N, or ``None`` for the naive
     path: the cached path is checked on the first batch against the ordinary forward pass
     (max abs difference of the completion log-probabilities ≤ 1e-4) and falls back to
-    ``"naive"`` with a warning when it differs.
+    ``"naive"`` with a warning when it differs. With a ``cache`` dict, a second call with the
+    same model, block, pairs and settings returns the first call's batches.
     """
     if not pairs:
         raise ValueError("no training pairs")
+    layer = block_index_of(model, delta.site)
+    key = (
+        id(model),
+        layer,
+        tuple((p.id, p.query, p.positive, p.negative) for p in pairs),
+        batch_size,
+        seed,
+        method,
+        positions,
+        include_suffix,
+        system_prompt,
+    )
+    if cache is not None and key in cache:
+        return cache[key]
     pad = pad_id(tokenizer)
     encoded = [
         encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
         for p in pairs
     ]
-    runner = StackedRunner(model, block_index_of(model, delta.site))
+    runner = StackedRunner(model, layer)
     out: list[TrainBatch] = []
     for group in tqdm(
         _group(len(pairs), batch_size, seed), desc=desc, disable=not progress, unit="batch"
@@ -115,7 +135,10 @@ def prepare(
                 capture=cap if method == "cached" else None,
             )
         )
-    return out, runner if method == "cached" else None
+    result = (out, runner if method == "cached" else None)
+    if cache is not None:
+        cache[key] = result
+    return result
 
 
 def _check_cached(
