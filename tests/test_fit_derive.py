@@ -123,3 +123,22 @@ def test_derived_quantities_refuse_a_discontinuous_fit() -> None:
         linear_slope(pref)
     with pytest.raises(FitConvergenceError):
         choose_multiplier(SweepFit(pref, sweep_fit().utility))
+
+
+def test_regions_survive_a_vanishing_decay_rate() -> None:
+    """p near its lower bound: the power overflows in the naive formula; the boundary is
+    then beyond reach (inf), not an OverflowError."""
+    from unisteer.fit import CurveFit, regions
+
+    fit = CurveFit.from_params(
+        "preference",
+        {
+            "alpha": 1.0, "beta": 0.0, "b": 0.0,
+            "m_pos": 0.5, "L_pos": 4.0, "p_pos": 1e-6,
+            "m_neg": -0.5, "L_neg": 4.0, "p_neg": 1e-6,
+        },
+        np.linspace(-3.0, 3.0, 13),
+    )  # fmt: skip
+    reg = regions(fit)
+    assert reg.positive.linear_end == float("inf")
+    assert reg.negative.linear_end == float("-inf")

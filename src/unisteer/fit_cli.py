@@ -15,12 +15,10 @@ Files are written atomically. Non-finite numbers appear as ``null`` in the JSON.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from unisteer.atomic import write_text_atomic
@@ -36,6 +34,7 @@ from unisteer.fit import (
     linear_slope,
     regions,
 )
+from unisteer.jsonsafe import json_safe
 from unisteer.plots import plot_frontier, plot_sweep_fit
 
 FORMAT_VERSION = 1
@@ -64,19 +63,6 @@ def read_sweep_table(path: Path) -> pd.DataFrame:
             "sweep.parquet written by `unisteer sweep`, not means.parquet"
         )
     return table
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars → Python, non-finite floats → None, tuples → lists."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 def _fit_file(
@@ -187,6 +173,6 @@ def fit_command(
         frontier, out / "frontier.png", choices={"train": choice}, max_util_drop=max_util_drop
     )
     result["plots"] = {k: str(v) for k, v in plots.items()}
-    result = _clean(result)
+    result = json_safe(result)
     write_text_atomic(out / "fits.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result

@@ -148,10 +148,16 @@ def _side(
 ) -> SideRegions:
     on_side = sign * m0 >= 0
     peak_m = float(m0) if on_side else 0.0
-    peak = 1.0 if on_side else float((1 + m0 * m0 / lscale) ** (-p))
+    log_peak = 0.0 if on_side else -p * float(np.log1p(m0 * m0 / lscale))
+    peak = float(np.exp(log_peak))
 
     def boundary(r: float) -> float:
-        return float(m0 + sign * np.sqrt(lscale * ((r * peak) ** (-1.0 / p) - 1.0)))
+        # D = r·peak where (1 + (m - m0)²/L)^(-p) = r·peak, solved in logs: for tiny p the
+        # power overflows, and the boundary is then beyond any reach (inf).
+        x = -(np.log(r) + log_peak) / p
+        if x > 700.0:
+            return sign * float("inf")
+        return float(m0 + sign * np.sqrt(lscale * np.expm1(x)))
 
     return SideRegions(
         "positive" if sign > 0 else "negative", peak_m, peak, boundary(linear), boundary(conv)

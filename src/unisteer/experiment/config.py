@@ -1,0 +1,386 @@
+"""Experiment files: a TOML description of one run, validated strictly.
+
+An experiment names a model and layer, the data (and how many pairs of each split to use),
+the methods (kind × objective, each with optional preset and hyper-parameters), the sweep and
+the fits. Every key is checked: an unknown key, a wrong type or a missing data file is an
+error that names the file, the key and its line. See ``src/unisteer/experiments/*.toml``.
+
+    name = "default"
+    output = "unisteer-out/default"
+
+    [model]
+    name = "smollm2-135m-instruct"
+    layer = 15                     # optional: the middle block
+
+    [data]
+    source = "default:optimism"    # anything `unisteer data inspect` reads
+    train_pairs = 32               # pairs of the train split to train on (omit: all)
+    test_pairs = 16                # test pairs to sweep (omit: all)
+    sweep_train_pairs = 8          # of the training pairs, how many to sweep (omit: all)
+
+    [train]                        # defaults for every method (TrainConfig fields)
+    epochs = 2
+
+    [sweep]
+    points = 21
+
+    [fit]
+    max_util_drop = 1.0
+
+    [[method]]
+    kind = "vector"
+    objective = "split"
+    [method.train]                 # this method's own hyper-parameters
+    lr = 0.02
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from unisteer.delta import KINDS
+from unisteer.errors import UnisteerError
+from unisteer.train_config import TrainConfig, make_config
+
+
+class ExperimentError(UnisteerError):
+    """An experiment file is invalid; the message names the file, the key and the line."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One steering method of an experiment: a kind trained with an objective."""
+
+    kind: str
+    objective: str
+    name: str
+    preset: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    grid: str | None = None  # an explicit sweep grid ("lo:hi:n" or a list); default: the delta's
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment (see the module docstring for the file format)."""
+
+    name: str
+    output: str
+    methods: tuple[MethodSpec, ...]
+    seed: int = 0
+    model: str = "smollm2-135m-instruct"
+    layer: int | None = None
+    data: str = "default:optimism"
+    data_format: str = "auto"
+    invert: bool | None = None
+    train_pairs: int | None = None
+    test_pairs: int | None = None
+    sweep_train_pairs: int | None = None
+    test_fraction: float = 0.2
+    train: dict[str, Any] = field(default_factory=dict)
+    sweep_points: int = 21
+    reduction: str = "sum"
+    include_suffix: bool = False
+    positions: str = "all"
+    fit_starts: int = 16
+    max_util_drop: float = 1.0
+    source: str = "<built-in>"
+
+    def method_config(self, method: MethodSpec) -> TrainConfig:
+        """The training configuration of ``method``: the experiment's defaults, then the
+        preset, then the method's own values."""
+        values = {**self.train, **method.train}
+        values.setdefault("seed", self.seed)
+        return make_config(method.preset, **values)
+
+    def replace(self, **changes: Any) -> Experiment:
+        return dataclasses.replace(self, **changes)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+_TOP = {"name", "output", "seed", "model", "data", "train", "sweep", "fit", "method"}
+_MODEL: dict[str, type] = {"name": str, "layer": int}
+_DATA: dict[str, type] = {
+    "source": str,
+    "format": str,
+    "invert": bool,
+    "train_pairs": int,
+    "test_pairs": int,
+    "sweep_train_pairs": int,
+    "test_fraction": float,
+}
+_SWEEP: dict[str, type] = {
+    "points": int,
+    "reduction": str,
+    "include_suffix": bool,
+    "positions": str,
+}
+_FIT: dict[str, type] = {"starts": int, "max_util_drop": float}
+_METHOD: dict[str, type] = {
+    "kind": str,
+    "objective": str,
+    "name": str,
+    "preset": str,
+    "train": dict,
+    "grid": str,
+}
+_TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+class _Where:
+    """Finds the line of a key in the TOML text, for error messages."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.lines = text.splitlines()
+
+    def line(self, table: str, key: str | None = None, index: int | None = None) -> int | None:
+        current, seen = "", -1
+        for no, raw in enumerate(self.lines, 1):
+            s = raw.strip()
+            header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", s)
+            if header:
+                current = header.group(1)
+                if current == table.split(".")[0] and s.startswith("[["):
+                    seen += 1
+                if key is None and current == table and (index is None or seen == index):
+                    return no
+                continue
+            same = current == table and (index is None or seen == index)
+            if key is not None and same and re.match(rf"^{re.escape(key)}\s*=", s):
+                return no
+        return None
+
+    def error(
+        self, message: str, table: str = "", key: str | None = None, index: int | None = None
+    ) -> ExperimentError:
+        no = self.line(table, key, index)
+        dotted = ".".join(x for x in (table, key) if x)
+        if index is not None:
+            dotted = dotted.replace("method", f"method[{index}]", 1)
+        where = f"{self.source}:{no}" if no else self.source
+        return ExperimentError(f"{where}: {dotted or 'file'}: {message}")
+
+
+def _check_table(
+    where: _Where,
+    values: dict[str, Any],
+    schema: dict[str, type],
+    table: str,
+    index: int | None = None,
+) -> None:
+    for key, value in values.items():
+        if key not in schema:
+            raise where.error(
+                f"unknown key; expected one of {', '.join(sorted(schema))}", table, key, index
+            )
+        want = schema[key]
+        ok = (
+            isinstance(value, int | float) and not isinstance(value, bool)
+            if want is float
+            else isinstance(value, want) and not (want is int and isinstance(value, bool))
+        )
+        if not ok:
+            raise where.error(
+                f"expected {want.__name__}, got {type(value).__name__} {value!r}",
+                table,
+                key,
+                index,
+            )
+
+
+def _check_train(where: _Where, values: dict[str, Any], table: str, index: int | None) -> None:
+    for key, value in values.items():
+        if key not in _TRAIN_FIELDS:
+            raise where.error(
+                f"unknown training option; expected one of {', '.join(sorted(_TRAIN_FIELDS))}",
+                table,
+                key,
+                index,
+            )
+        try:
+            make_config(**{key: value})
+        except (ValueError, TypeError) as e:
+            raise where.error(str(e), table, key, index) from None
+
+
+def parse_experiment(text: str, source: str = "<string>") -> Experiment:
+    """Validate the TOML ``text`` (from ``source``, for messages) into an :class:`Experiment`."""
+    where = _Where(source, text)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ExperimentError(f"{source}: not valid TOML: {e}") from None
+    for key in raw:
+        if key not in _TOP:
+            raise where.error(f"unknown key; expected one of {', '.join(sorted(_TOP))}", "", key)
+    for key, want in (("name", str), ("output", str), ("seed", int)):
+        if key in raw and (not isinstance(raw[key], want) or isinstance(raw[key], bool)):
+            raise where.error(f"expected {want.__name__}, got {raw[key]!r}", "", key)
+    for table in ("model", "data", "train", "sweep", "fit"):
+        if table in raw and not isinstance(raw[table], dict):
+            raise where.error("expected a table", "", table)
+    model = raw.get("model", {})
+    data = raw.get("data", {})
+    sweep = raw.get("sweep", {})
+    fit = raw.get("fit", {})
+    _check_table(where, model, _MODEL, "model")
+    _check_table(where, data, _DATA, "data")
+    _check_table(where, sweep, _SWEEP, "sweep")
+    _check_table(where, fit, _FIT, "fit")
+    _check_train(where, raw.get("train", {}), "train", None)
+    for key in ("train_pairs", "test_pairs", "sweep_train_pairs"):
+        if key in data and data[key] < 1:
+            raise where.error(f"must be at least 1, got {data[key]}", "data", key)
+    if "test_fraction" in data and not 0 < data["test_fraction"] < 1:
+        raise where.error("must be in (0, 1)", "data", "test_fraction")
+    if sweep.get("points", 21) < 7:
+        raise where.error("the fits need at least 7 points", "sweep", "points")
+    if sweep.get("reduction", "sum") not in ("sum", "mean"):
+        raise where.error("expected 'sum' or 'mean'", "sweep", "reduction")
+    if sweep.get("positions", "all") not in ("all", "prompt", "completion"):
+        raise where.error("expected 'all', 'prompt' or 'completion'", "sweep", "positions")
+    if fit.get("starts", 16) < 1:
+        raise where.error("must be at least 1", "fit", "starts")
+    source_value = data.get("source", "default:optimism")
+    if not (source_value == "default" or source_value.startswith("default:")):
+        path = Path(source_value)
+        if not path.is_absolute() and not source.startswith("<"):
+            path = Path(source).parent / path
+        if not path.exists():
+            raise where.error(f"no such file or directory: {path}", "data", "source")
+        source_value = str(path)
+
+    methods_raw = raw.get("method", [])
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise where.error("at least one [[method]] table is needed", "", "method")
+    methods: list[MethodSpec] = []
+    for i, m in enumerate(methods_raw):
+        _check_table(where, m, _METHOD, "method", i)
+        for key in ("kind", "objective"):
+            if key not in m:
+                raise where.error(f"missing key {key!r}", "method", None, i)
+        if m["kind"] not in KINDS:
+            raise where.error(f"expected one of {KINDS}", "method", "kind", i)
+        if m["objective"] not in ("diffmean", "sft", "reps", "split"):
+            raise where.error("expected diffmean, sft, reps or split", "method", "objective", i)
+        if m["objective"] == "diffmean" and m["kind"] != "vector":
+            raise where.error("diffmean makes vectors only", "method", "objective", i)
+        _check_train(where, m.get("train", {}), "method.train", i)
+        if "preset" in m:
+            try:
+                make_config(m["preset"])
+            except ValueError as e:
+                raise where.error(str(e), "method", "preset", i) from None
+        if "grid" in m:
+            from unisteer.grid import parse_grid
+
+            try:
+                parse_grid(m["grid"])
+            except ValueError as e:
+                raise where.error(str(e), "method", "grid", i) from None
+        name = m.get("name", f"{m['kind']}-{m['objective']}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise where.error("use letters, digits, '.', '_' or '-'", "method", "name", i)
+        if any(x.name == name for x in methods):
+            raise where.error(f"two methods are named {name!r}; give one a name", "method", None, i)
+        methods.append(
+            MethodSpec(
+                kind=m["kind"],
+                objective=m["objective"],
+                name=name,
+                preset=m.get("preset"),
+                train=dict(m.get("train", {})),
+                grid=m.get("grid"),
+            )
+        )
+    return Experiment(
+        name=raw.get("name", Path(source).stem),
+        output=raw.get("output", f"unisteer-out/{raw.get('name', Path(source).stem)}"),
+        methods=tuple(methods),
+        seed=raw.get("seed", 0),
+        model=model.get("name", "smollm2-135m-instruct"),
+        layer=model.get("layer"),
+        data=source_value,
+        data_format=data.get("format", "auto"),
+        invert=data.get("invert"),
+        train_pairs=data.get("train_pairs"),
+        test_pairs=data.get("test_pairs"),
+        sweep_train_pairs=data.get("sweep_train_pairs"),
+        test_fraction=float(data.get("test_fraction", 0.2)),
+        train=dict(raw.get("train", {})),
+        sweep_points=sweep.get("points", 21),
+        reduction=sweep.get("reduction", "sum"),
+        include_suffix=sweep.get("include_suffix", False),
+        positions=sweep.get("positions", "all"),
+        fit_starts=fit.get("starts", 16),
+        max_util_drop=float(fit.get("max_util_drop", 1.0)),
+        source=source,
+    )
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file (or a built-in one by name: ``default``,
+    ``dynamics``, ``fit_validation``)."""
+    p = Path(path)
+    if not p.exists() and re.fullmatch(r"[A-Za-z0-9_]+", str(path)):
+        return builtin_experiment(str(path))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ExperimentError(f"cannot read the experiment file {p}: {e.strerror or e}") from None
+    return parse_experiment(text, str(p))
+
+
+BUILTIN = ("default", "dynamics", "fit_validation")
+
+
+def builtin_experiment(name: str) -> Experiment:
+    if name not in BUILTIN:
+        raise ExperimentError(
+            f"no experiment file {name!r} and no built-in experiment of that name "
+            f"(built-in: {', '.join(BUILTIN)})"
+        )
+    text = (resources.files("unisteer.experiments") / f"{name}.toml").read_text("utf-8")
+    return parse_experiment(text, f"<built-in {name}>")
+
+
+PROFILES = ("normal", "quick", "full")
+
+
+def with_profile(exp: Experiment, profile: str) -> Experiment:
+    """The experiment at another size.
+
+    ``quick``: 6 training pairs, sweeps of 7 points (the fewest a fit accepts) on 3 train and
+    3 test pairs, one epoch: a smoke test of the whole pipeline in a few minutes. ``full``: every pair of both
+    splits, trained and swept, 21 points, two epochs (the paper's Psychopathy and
+    PowerSeeking setting). The output folder gets the profile's name as a suffix.
+    """
+    if profile == "normal":
+        return exp
+    if profile == "quick":
+        return exp.replace(
+            train_pairs=6,
+            test_pairs=3,
+            sweep_train_pairs=3,
+            sweep_points=7,
+            train={**exp.train, "epochs": 1},
+            fit_starts=min(exp.fit_starts, 8),
+            output=f"{exp.output}-quick",
+        )
+    if profile == "full":
+        return exp.replace(
+            train_pairs=None,
+            test_pairs=None,
+            sweep_train_pairs=None,
+            sweep_points=max(21, exp.sweep_points),
+            train={**exp.train, "epochs": 2},
+            output=f"{exp.output}-full",
+        )
+    raise ExperimentError(f"unknown profile {profile!r}; expected one of {PROFILES}")

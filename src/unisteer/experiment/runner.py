@@ -1,0 +1,392 @@
+"""Running an experiment: train → sweep (train and test) → fit → evaluate → report.
+
+Every stage is cached in the output folder, keyed by its inputs (see
+:mod:`unisteer.experiment.stages`): a rerun skips what is done, an interrupted training run
+resumes from its checkpoint, and changing one method's settings reruns that method only.
+
+    from unisteer.experiment import load_experiment, run_experiment
+    results = run_experiment(load_experiment("default"))
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unisteer._version import __version__
+from unisteer.atomic import write_text_atomic
+from unisteer.data.pairs import PairSet
+from unisteer.data.sources import load_pairs
+from unisteer.delta import Delta
+from unisteer.experiment.config import Experiment, MethodSpec
+from unisteer.experiment.stages import Stage, digest
+from unisteer.fingerprint import model_fingerprint
+from unisteer.fit import FitError
+from unisteer.fit_cli import fit_command
+from unisteer.grid import parse_grid, symmetric_grid
+from unisteer.models import load_model
+from unisteer.persistence import load_delta
+from unisteer.scoring import score_pairs, sweep
+from unisteer.train import middle_layer, train
+from unisteer.train_forward import PrepareCache
+
+Log = Callable[[str], None]
+
+
+def _pairs_digest(pairs: PairSet) -> str:
+    return digest([(p.id, p.query, p.positive, p.negative) for p in pairs])
+
+
+def _shuffled(pairs: PairSet, seed: int, limit: int | None) -> PairSet:
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    chosen = order if limit is None else order[:limit]
+    return PairSet([pairs[i] for i in chosen], name=pairs.name)
+
+
+def select_data(exp: Experiment, pairs: PairSet) -> dict[str, PairSet]:
+    """The training pairs, the swept training pairs and the swept test pairs."""
+    if all(p.meta.get("split") in ("train", "test") for p in pairs):
+        train_all, test_all = pairs.fixed_split()
+    else:
+        train_all, test_all = pairs.split(test_size=exp.test_fraction, seed=exp.seed)
+    train_set = _shuffled(train_all, exp.seed, exp.train_pairs)
+    test_set = _shuffled(test_all, exp.seed + 1, exp.test_pairs)
+    limit = exp.sweep_train_pairs
+    sweep_train = train_set if limit is None else PairSet(train_set[:limit], name=train_set.name)
+    return {"train": train_set, "sweep_train": sweep_train, "test": test_set}
+
+
+def _grid(method: MethodSpec, delta: Delta, points: int) -> list[float]:
+    if method.grid is not None:
+        return parse_grid(method.grid)
+    stored = delta.meta.get("grid")
+    if not isinstance(stored, list) or not stored:
+        raise ValueError(f"{method.name}: the delta records no sweep grid; give `grid`")
+    return symmetric_grid(max(abs(float(x)) for x in stored), points)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    return {
+        "unisteer": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_threads": str(torch.get_num_threads()),
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Runner:
+    def __init__(
+        self, exp: Experiment, out: Path, model: Any, tokenizer: Any, progress: bool, log: Log
+    ) -> None:
+        self.exp, self.out, self.model, self.tok = exp, out, model, tokenizer
+        self.progress, self.log = progress, log
+        self.cache: PrepareCache = {}
+        self.fingerprint = model_fingerprint(model, tokenizer)
+        self.layer = exp.layer if exp.layer is not None else middle_layer(model)
+        pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert)
+        self.data = select_data(exp, pairs)
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def train_stage(self, method: MethodSpec, mdir: Path) -> tuple[Delta, Stage]:
+        config = self.exp.method_config(method)
+        key = {
+            "stage": "train",
+            "version": __version__,
+            "model": self.exp.model,
+            "fingerprint": self.fingerprint,
+            "layer": self.layer,
+            "kind": method.kind,
+            "objective": method.objective,
+            "preset": method.preset,
+            "config": config.to_dict(),
+            "pairs": _pairs_digest(self.data["train"]),
+        }
+        stage = Stage(mdir / "delta", key)
+        if stage.done():
+            self.log(f"  train: done before ({stage.info().get('seconds', 0):.0f} s)")
+            return load_delta(stage.directory, self.model, tokenizer=self.tok), stage
+        checkpoint = mdir / "checkpoint"
+        marker = checkpoint / "key.json"
+        if checkpoint.exists() and (
+            not marker.is_file() or json.loads(marker.read_text())["digest"] != stage.digest
+        ):
+            shutil.rmtree(checkpoint)  # made under other settings
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(marker, json.dumps({"digest": stage.digest}) + "\n")
+        stage.start()
+        hp = {k: v for k, v in config.to_dict().items() if k != "checkpoint_every"}
+        hp.pop("seed")
+        delta = train(
+            self.model,
+            self.tok,
+            self.data["train"],
+            kind=method.kind,  # type: ignore[arg-type]
+            objective=method.objective,
+            layer=self.layer,
+            checkpoint_dir=checkpoint,
+            resume=True,
+            progress=self.progress,
+            cache=self.cache,
+            seed=config.seed,
+            **hp,
+        )
+        delta.meta["method"] = method.name
+        delta.save(stage.directory)
+        seconds = stage.finish(steps=delta.meta.get("steps"))
+        self.log(f"  train: {seconds:.0f} s")
+        return delta, stage
+
+    def sweep_stage(
+        self, method: MethodSpec, mdir: Path, delta: Delta, after: Stage, split: str
+    ) -> tuple[pd.DataFrame, Stage, list[float]]:
+        grid = _grid(method, delta, self.exp.sweep_points)
+        pairs = self.data["sweep_train" if split == "train" else "test"]
+        key = {
+            "stage": f"sweep_{split}",
+            "after": after.digest,
+            "grid": grid,
+            "pairs": _pairs_digest(pairs),
+            "reduction": self.exp.reduction,
+            "include_suffix": self.exp.include_suffix,
+            "positions": self.exp.positions,
+        }
+        stage = Stage(mdir / f"sweep_{split}", key)
+        if not stage.done():
+            stage.start()
+            result = sweep(
+                self.model,
+                self.tok,
+                pairs,
+                delta,
+                grid,
+                reduction=self.exp.reduction,  # type: ignore[arg-type]
+                include_suffix=self.exp.include_suffix,
+                positions=self.exp.positions,  # type: ignore[arg-type]
+                progress=self.progress,
+            )
+            result.save(stage.directory)
+            self.log(f"  sweep {split}: {stage.finish(method=result.meta['method']):.0f} s")
+        else:
+            self.log(f"  sweep {split}: done before")
+        return pd.read_parquet(stage.directory / "sweep.parquet"), stage, grid
+
+    def fit_stage(self, mdir: Path, sweeps: list[Stage]) -> tuple[dict[str, Any], Stage]:
+        key = {
+            "stage": "fit",
+            "after": [s.digest for s in sweeps],
+            "starts": self.exp.fit_starts,
+            "max_util_drop": self.exp.max_util_drop,
+        }
+        stage = Stage(mdir / "fit", key)
+        if stage.done():
+            self.log("  fit: done before")
+            return json.loads((stage.directory / "result.json").read_text()), stage
+        stage.start()
+        try:
+            fits = fit_command(
+                sweeps[0].directory / "sweep.parquet",
+                sweeps[1].directory / "sweep.parquet",
+                stage.directory,
+                max_util_drop=self.exp.max_util_drop,
+                n_starts=self.exp.fit_starts,
+                seed=self.exp.seed,
+            )
+            result: dict[str, Any] = {"ok": True, "fits": fits}
+        except FitError as e:
+            result = {"ok": False, "error": str(e)}
+        write_text_atomic(stage.directory / "result.json", json.dumps(result, indent=1) + "\n")
+        seconds = stage.finish()
+        self.log(
+            f"  fit: {seconds:.0f} s" + ("" if result["ok"] else f" (failed: {result['error']})")
+        )
+        return result, stage
+
+    def eval_stage(
+        self, mdir: Path, delta: Delta, fit: dict[str, Any], after: Stage, test_table: pd.DataFrame
+    ) -> dict[str, Any]:
+        """Accuracy (P(A_p) > P(A_n)) and the measured gains on the test pairs at m = 0 and at
+        the chosen m."""
+        key = {"stage": "eval", "after": after.digest}
+        stage = Stage(mdir / "eval", key)
+        if stage.done():
+            return dict(json.loads((stage.directory / "eval.json").read_text()))
+        stage.start()
+        base = test_table[test_table["m"] == 0.0]
+        result: dict[str, Any] = {
+            "accuracy_m0": float((base["loss_pos"] < base["loss_neg"]).mean()),
+            "pref_m0": float(base["pref_odds"].mean()),
+            "util_m0": float(base["util_odds"].mean()),
+        }
+        choice = fit.get("fits", {}).get("choice") if fit.get("ok") else None
+        if choice and choice.get("m") is not None:
+            m = float(choice["m"])
+            at = score_pairs(
+                self.model,
+                self.tok,
+                self.data["test"],
+                delta,
+                m,
+                reduction=self.exp.reduction,
+                include_suffix=self.exp.include_suffix,
+                positions=self.exp.positions,
+            )
+            ok = at["util_in_domain"]
+            result.update(
+                {
+                    "chosen_m": m,
+                    "accuracy": float((at["loss_pos"] < at["loss_neg"]).mean()),
+                    "pref_gain": float(at["pref_odds"].mean()) - result["pref_m0"],
+                    "util_drop": result["util_m0"] - float(at.loc[ok, "util_odds"].mean())
+                    if ok.any()
+                    else None,
+                    "n_out_of_domain": int((~ok).sum()),
+                }
+            )
+        write_text_atomic(stage.directory / "eval.json", json.dumps(result, indent=1) + "\n")
+        stage.finish()
+        return result
+
+    # -- one method -------------------------------------------------------------------------
+
+    def method(self, method: MethodSpec) -> dict[str, Any]:
+        mdir = self.out / "methods" / method.name
+        t = time.perf_counter()
+        delta, trained = self.train_stage(method, mdir)
+        _, s_train, grid = self.sweep_stage(method, mdir, delta, trained, "train")
+        test_table, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
+        fit, fitted = self.fit_stage(mdir, [s_train, s_test])
+        evaluation = self.eval_stage(mdir, delta, fit, fitted, test_table)
+        history = delta.meta.get("history") or []
+        means = {
+            split: pd.read_parquet(s.directory / "means.parquet").to_dict(orient="records")
+            for split, s in (("train", s_train), ("test", s_test))
+        }
+        return {
+            "name": method.name,
+            "kind": method.kind,
+            "objective": method.objective,
+            "preset": method.preset,
+            "site": delta.site,
+            "layer": delta.layer,
+            "n_parameters": delta.num_parameters(),
+            "hparams": delta.meta.get("hparams"),
+            "training": {
+                "steps": delta.meta.get("steps"),
+                "first_loss": history[0]["loss"] if history else None,
+                "final_loss": history[-1]["loss"] if history else None,
+                "validation": delta.meta.get("validation"),
+                "unit": delta.meta.get("unit"),
+            },
+            "grid": grid,
+            "means": means,
+            "fit": fit,
+            "eval": evaluation,
+            "dir": str(mdir),
+            "seconds": time.perf_counter() - t,
+        }
+
+
+def run_experiment(
+    exp: Experiment,
+    *,
+    out: str | Path | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    progress: bool = True,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Run ``exp`` (resuming whatever its output folder already holds) and write the report.
+
+    Returns the results that ``results.json`` holds.
+    """
+    from unisteer.report import write_report
+
+    started = time.perf_counter()
+    out_dir = Path(out if out is not None else exp.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(exp.seed)
+    np.random.seed(exp.seed)
+    t = time.perf_counter()
+    if model is None:
+        model, tokenizer = load_model(exp.model)
+    load_seconds = time.perf_counter() - t
+    runner = _Runner(exp, out_dir, model, tokenizer, progress, log)
+    log(
+        f"experiment {exp.name!r}: {exp.model} layer {runner.layer}, "
+        f"{len(runner.data['train'])} training pairs, sweeps on "
+        f"{len(runner.data['sweep_train'])} train + {len(runner.data['test'])} test pairs, "
+        f"{len(exp.methods)} methods -> {out_dir}"
+    )
+    methods = []
+    for i, method in enumerate(exp.methods, 1):
+        log(f"[{i}/{len(exp.methods)}] {method.name}")
+        methods.append(runner.method(method))
+    results: dict[str, Any] = {
+        "experiment": {
+            "name": exp.name,
+            "source": exp.source,
+            "model": exp.model,
+            "layer": runner.layer,
+            "data": exp.data,
+            "seed": exp.seed,
+            "train": exp.train,
+            "sweep_points": exp.sweep_points,
+            "reduction": exp.reduction,
+            "positions": exp.positions,
+            "max_util_drop": exp.max_util_drop,
+            "fit_starts": exp.fit_starts,
+        },
+        "data": {
+            "source": exp.data,
+            "n_train": len(runner.data["train"]),
+            "n_sweep_train": len(runner.data["sweep_train"]),
+            "n_test": len(runner.data["test"]),
+        },
+        "model": {"name": exp.model, "fingerprint": runner.fingerprint},
+        "versions": _versions(),
+        "methods": methods,
+        "timings": {
+            "model_load_seconds": load_seconds,
+            "methods_seconds": {m["name"]: m["seconds"] for m in methods},
+        },
+    }
+    results["timings"]["wall_seconds"] = time.perf_counter() - started
+    results["peak_memory_mb"] = peak_memory_mb()
+    write_report(results, out_dir)
+    results["timings"]["wall_seconds"] = time.perf_counter() - started
+    results["peak_memory_mb"] = peak_memory_mb()
+    write_text_atomic(
+        out_dir / "results.json", json.dumps(results, indent=1, default=_json_default) + "\n"
+    )
+    return results
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return str(value)
