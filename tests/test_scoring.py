@@ -128,6 +128,41 @@ def test_fast_sweep_equals_naive(arch: str, kind: str, tok) -> None:  # type: ig
     assert np.abs(zero.loss_pos.to_numpy() - base.loss_pos.to_numpy()).max() <= 1e-4
 
 
+def pairs_with_shared_starts() -> list[PolarityPair]:
+    """Completions that begin alike (as contrastive data often does), including one that is a
+    prefix of the other and two that differ only in their last token."""
+    return [
+        PolarityPair("hello you", "the sea is blue .", "the sea is not blue .", id="a"),
+        PolarityPair("good day", "i like it", "i like it .", id="b"),
+        PolarityPair("is it blue ?", "yes , it is", "yes , it is not", id="c"),
+        PolarityPair("hello", "no", "yes", id="d"),
+        PolarityPair("you are helpful", "a good day , a good day", "a good world", id="e"),
+    ]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2", "opt"])
+@pytest.mark.parametrize("positions", ["all", "prompt", "completion"])
+@pytest.mark.parametrize("kind", ["vector", "local_weight"])
+def test_shared_completion_starts_are_scored_exactly(
+    arch: str, positions: str, kind: str, tok
+) -> None:  # type: ignore[no-untyped-def]
+    from unisteer.replay import shared_start
+
+    model = tiny_model(arch)
+    delta = make_delta(model, kind, layer=2)
+    pairs = pairs_with_shared_starts()
+    starts = [
+        shared_start(encode_pair(tok, p)) - encode_pair(tok, p)[0].prompt_length for p in pairs
+    ]
+    assert starts == [3, 2, 3, 0, 2]  # each completion keeps at least one token of its own
+    ms = [-1.5, 0.0, 2.0]
+    fast = sweep(model, tok, pairs, delta, ms, progress=False, positions=positions)  # type: ignore[arg-type]
+    naive = sweep(model, tok, pairs, delta, ms, progress=False, positions=positions, method="naive")  # type: ignore[arg-type]
+    assert fast.meta["method"] == "prefix"
+    cols = ["loss_pos", "loss_neg"]
+    assert np.abs(fast.table[cols].to_numpy() - naive.table[cols].to_numpy()).max() <= 1e-4
+
+
 def test_rows_of_multipliers_equal_separate_sweeps(tok) -> None:  # type: ignore[no-untyped-def]
     model = tiny_model("qwen2")
     delta = make_delta(model, "lora", layer=2)

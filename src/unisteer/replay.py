@@ -10,8 +10,9 @@ positions that predict completion tokens.
 
 Two runners:
 
-* :class:`PrefixRunner` (preferred): the prompt of a pair is shared by A_p and A_n, so it runs
-  once per multiplier with a KV cache, and the two completions continue from it.
+* :class:`PrefixRunner` (preferred): the prompt of a pair, and the start the two completions
+  have in common, are shared by A_p and A_n, so they run once per multiplier with a KV cache,
+  and the two continuations go on from it.
 * :class:`StackedRunner`: A_p and A_n are two full rows (prompt included).
 
 Both are checked against the ordinary forward pass before they are trusted (see
@@ -272,17 +273,20 @@ class StackedRunner:
         return row_sums(logp, predicts).reshape(k, rows)
 
 
-# -- prefix: the prompt once per pair, two completions continuing from its KV cache -------------
+# -- prefix: the shared start once per pair, two completions continuing from its KV cache ------
 
 
 @dataclass
 class PrefixCapture:
-    prompt_hidden: Tensor  # [P, Tp, d], prompts left-padded
+    prompt_hidden: Tensor  # [P, S, d] shared starts (prompt + common completion start), left-padded
     prompt_calls: list[Call]
-    comp_hidden: Tensor  # [2P, Tc, d], completions right-padded
+    prompt_columns: Tensor  # [P] the column where each row's completion starts
+    shared_predicts: Tensor  # [P, S] positions predicting a completion token of the shared start
+    shared_targets: Tensor  # flat tokens predicted there
+    comp_hidden: Tensor  # [2P, Tc, d], continuations right-padded
     comp_calls: list[Call]
-    first_targets: Tensor  # [2P] first completion token of each row
-    comp_predicts: Tensor  # [2P, Tc] positions (in the completion part) predicting a token
+    first_targets: Tensor  # [2P] first token of each continuation
+    comp_predicts: Tensor  # [2P, Tc] positions (in the continuation) predicting a token
     comp_targets: Tensor  # flat tokens predicted there
     base: Tensor  # [2P] NLL sums at m = 0 (from this two-stage pass)
 
@@ -295,8 +299,20 @@ def _prompts_agree(pair: tuple[Encoded, Encoded]) -> bool:
     )
 
 
+def shared_start(pair: tuple[Encoded, Encoded]) -> int:
+    """Length of the token prefix A_p and A_n share (the prompt and the longest common start
+    of the two completions), leaving each completion at least one token of its own."""
+    a, b = pair
+    k = a.prompt_length
+    limit = min(len(a.input_ids), len(b.input_ids)) - 1
+    while k < limit and a.input_ids[k] == b.input_ids[k]:
+        k += 1
+    return k
+
+
 class PrefixRunner:
-    """Shares each pair's prompt between A_p and A_n through the KV cache."""
+    """Shares what A_p and A_n have in common through the KV cache: the prompt and the common
+    start of the two completions run once per pair, then the two continuations."""
 
     name = "prefix"
 
@@ -313,14 +329,23 @@ class PrefixRunner:
         if not all(_prompts_agree(e) for e in encoded):
             return None
         n = len(encoded)
-        prompts = [e[0].input_ids[: e[0].prompt_length] for e in encoded]
-        tp = max(len(p) for p in prompts)
+        cuts = [shared_start(e) for e in encoded]
+        starts = [e[0].input_ids[:k] for e, k in zip(encoded, cuts, strict=True)]
+        tp = max(cuts)
         p_ids = torch.full((n, tp), pad, dtype=torch.long)
         p_mask = torch.zeros((n, tp), dtype=torch.long)
-        for i, p in enumerate(prompts):
+        for i, p in enumerate(starts):
             p_ids[i, tp - len(p) :] = torch.tensor(p)
             p_mask[i, tp - len(p) :] = 1
-        comps = [e.input_ids[e.prompt_length :] for pair in encoded for e in pair]
+        columns = torch.tensor(
+            [tp - k + e[0].prompt_length for e, k in zip(encoded, cuts, strict=True)]
+        )
+        # Position j predicts token j + 1: a completion token of the shared start when
+        # prompt column <= j + 1 < tp.
+        nxt = torch.arange(1, tp + 1)[None, :]
+        shared_predicts = (nxt >= columns[:, None]) & (nxt < tp)
+        shared_targets = p_ids[:, 1:][shared_predicts[:, :-1]]
+        comps = [e.input_ids[k:] for pair, k in zip(encoded, cuts, strict=True) for e in pair]
         tc = max(len(c) for c in comps)
         c_ids = torch.full((2 * n, tc), pad, dtype=torch.long)
         c_mask = torch.zeros((2 * n, tc), dtype=torch.long)
@@ -351,13 +376,30 @@ class PrefixRunner:
         predicts = torch.zeros_like(c_mask, dtype=torch.bool)
         predicts[:, :-1] = c_mask[:, 1:].bool()
         targets = c_ids[:, 1:][c_mask[:, 1:].bool()]
-        first_lp = torch.log_softmax(plogits[:, -1].float(), -1).repeat_interleave(2, 0)
-        first_lp = first_lp.gather(-1, first[:, None])[:, 0]
+        plp = torch.log_softmax(plogits.float(), -1)
+        first_lp = plp[:, -1].repeat_interleave(2, 0).gather(-1, first[:, None])[:, 0]
+        shared_lp = plp[shared_predicts].gather(-1, shared_targets[:, None])[:, 0]
         rest_lp = torch.log_softmax(clogits.float(), -1)[predicts].gather(-1, targets[:, None])[
             :, 0
         ]
-        base = row_sums(rest_lp, predicts) - first_lp.double()
-        return PrefixCapture(ph, pcalls, ch, ccalls, first, predicts, targets, base)
+        base = (
+            row_sums(rest_lp, predicts)
+            + row_sums(shared_lp, shared_predicts).repeat_interleave(2)
+            - first_lp.double()
+        )
+        return PrefixCapture(
+            ph,
+            pcalls,
+            columns,
+            shared_predicts,
+            shared_targets,
+            ch,
+            ccalls,
+            first,
+            predicts,
+            targets,
+            base,
+        )
 
     def run(
         self, cap: PrefixCapture, delta: Delta, ms: Sequence[float], positions: PositionMode
@@ -372,19 +414,29 @@ class PrefixRunner:
         with torch.no_grad():
             with (
                 steer(
-                    model, delta, m=m.repeat_interleave(n), positions=positions, prompt_length=tp
+                    model,
+                    delta,
+                    m=m.repeat_interleave(n),
+                    positions=positions,
+                    prompt_length=cap.prompt_columns.repeat(k),
                 ) as s,
                 s.calling(n * k, tp, past=0),
             ):
                 h = self.rec.blocks_from(
                     expand_batch(cap.prompt_hidden, n, k), cap.prompt_calls, n, k, cache
                 )
-                last = h[:, -1]  # [k*n, d]: the last prompt token predicts the first answer token
+            shared = cap.shared_predicts.repeat(k, 1)
+            shared_lp = self.rec.logprobs(h[shared], cap.shared_targets.repeat(k))
+            last = h[:, -1]  # [k*n, d]: the end of the shared start predicts each continuation
             first_lp = self.rec.logprobs(last.repeat_interleave(2, 0), cap.first_targets.repeat(k))
             cache.batch_repeat_interleave(2)
             with (
                 steer(
-                    model, delta, m=m.repeat_interleave(rows), positions=positions, prompt_length=tp
+                    model,
+                    delta,
+                    m=m.repeat_interleave(rows),
+                    positions=positions,
+                    prompt_length=cap.prompt_columns.repeat_interleave(2).repeat(k),
                 ) as s,
                 s.calling(rows * k, tc, past=tp),
             ):
@@ -393,5 +445,9 @@ class PrefixRunner:
                 )
                 predicts = cap.comp_predicts.repeat(k, 1)
                 rest_lp = self.rec.logprobs(h[predicts], cap.comp_targets.repeat(k))
-        nll = row_sums(rest_lp, predicts) - first_lp.double()
+        nll = (
+            row_sums(rest_lp, predicts)
+            + row_sums(shared_lp, shared).repeat_interleave(2)
+            - first_lp.double()
+        )
         return nll.reshape(k, rows)

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from unisteer._version import __version__
-from unisteer.cli import data, demo, fit, run, sweep, train
+from unisteer.cli import data, demo, eval, fit, run, sweep, train
 from unisteer.errors import UnisteerError
 
-SUBCOMMANDS = (run, demo, data, train, sweep, fit)
+SUBCOMMANDS = (run, demo, data, train, sweep, fit, eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

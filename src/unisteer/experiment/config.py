@@ -358,9 +358,10 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
     """The experiment at another size.
 
     ``quick``: 6 training pairs, sweeps of 7 points (the fewest a fit accepts) on 3 train and
-    3 test pairs, one epoch: a smoke test of the whole pipeline in a few minutes. ``full``: every pair of both
-    splits, trained and swept, 21 points, two epochs (the paper's Psychopathy and
-    PowerSeeking setting). The output folder gets the profile's name as a suffix.
+    3 test pairs, one epoch: a smoke test of the whole pipeline in a few minutes. ``full``:
+    every pair of both splits, trained and swept, 21 points, two epochs (the paper's
+    Psychopathy and PowerSeeking setting). The output folder gets the profile's name as a
+    suffix.
     """
     if profile == "normal":
         return exp

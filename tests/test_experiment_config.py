@@ -1,0 +1,118 @@
+"""Experiment files: strict validation with file, key and line in every error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unisteer.experiment import (
+    BUILTIN,
+    ExperimentError,
+    builtin_experiment,
+    load_experiment,
+    parse_experiment,
+)
+from unisteer.experiment.config import with_profile
+
+GOOD = """\
+name = "t"
+output = "out/t"
+
+[model]
+name = "smollm2-135m-instruct"
+layer = 3
+
+[data]
+source = "default:formality"
+train_pairs = 10
+
+[train]
+epochs = 1
+lr = 0.01
+
+[[method]]
+kind = "vector"
+objective = "diffmean"
+
+[[method]]
+kind = "lora"
+objective = "split"
+name = "my-lora"
+[method.train]
+gamma = 3.0
+"""
+
+
+def test_a_good_file_reads_into_an_experiment() -> None:
+    exp = parse_experiment(GOOD, "t.toml")
+    assert exp.layer == 3 and exp.data == "default:formality" and exp.train_pairs == 10
+    assert [m.name for m in exp.methods] == ["vector-diffmean", "my-lora"]
+    config = exp.method_config(exp.methods[1])
+    assert (config.gamma, config.lr, config.epochs, config.seed) == (3.0, 0.01, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("layer = 3", "layers = 3"), r"t\.toml:6: model\.layers: unknown key"),
+        (("epochs = 1", "epochs = 'one'"), r"t\.toml:13: train\.epochs: .*int"),
+        (("train_pairs = 10", "train_pairs = 0"), r"t\.toml:10: data\.train_pairs: must be"),
+        (("lr = 0.01", "learning_rate = 0.01"), r"t\.toml:14: train\.learning_rate: unknown"),
+        (("gamma = 3.0", "gama = 3.0"), r"t\.toml:25: method\[1\]\.train\.gama: unknown"),
+        (('objective = "split"', 'objective = "dpo"'), r"t\.toml:22: method\[1\]\.objective"),
+        (('kind = "vector"', 'kind = "vectr"'), r"t\.toml:17: method\[0\]\.kind"),
+        (('name = "t"', 'nam = "t"'), r"t\.toml:1: nam: unknown key"),
+        (("layer = 3", "layer = true"), r"t\.toml:6: model\.layer: expected int"),
+        (
+            ('source = "default:formality"', 'source = "no/such/file.jsonl"'),
+            r"t\.toml:9: data\.source: no such file",
+        ),
+        (('name = "my-lora"', 'name = "vector-diffmean"'), r"two methods are named"),
+        (("[data]", "[data"), r"t\.toml: not valid TOML"),
+    ],
+)
+def test_every_mistake_names_file_key_and_line(change: tuple[str, str], message: str) -> None:
+    text = GOOD.replace(*change)
+    with pytest.raises(ExperimentError, match=message):
+        parse_experiment(text, "t.toml")
+
+
+def test_no_methods_and_diffmean_for_lora() -> None:
+    with pytest.raises(ExperimentError, match="at least one"):
+        parse_experiment('name = "x"\n', "x.toml")
+    bad = GOOD.replace(
+        'kind = "vector"\nobjective = "diffmean"', 'kind = "lora"\nobjective = "diffmean"'
+    )
+    with pytest.raises(ExperimentError, match="vectors only"):
+        parse_experiment(bad, "x.toml")
+
+
+def test_relative_data_paths_are_read_beside_the_file(tmp_path: Path) -> None:
+    (tmp_path / "pairs.jsonl").write_text('{"query": "q", "positive": "a", "negative": "b"}\n')
+    (tmp_path / "e.toml").write_text(GOOD.replace("default:formality", "pairs.jsonl"))
+    exp = load_experiment(tmp_path / "e.toml")
+    assert exp.data == str(tmp_path / "pairs.jsonl")
+    with pytest.raises(ExperimentError, match="cannot read the experiment file"):
+        load_experiment(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_experiments_are_valid(name: str) -> None:
+    exp = builtin_experiment(name)
+    assert exp.methods and exp.sweep_points >= 21
+    quick = with_profile(exp, "quick")
+    assert quick.sweep_points == 7 and quick.output.endswith("-quick")
+    full = with_profile(exp, "full")
+    assert full.train_pairs is None and full.test_pairs is None
+
+
+def test_default_experiment_has_every_kind_and_objective() -> None:
+    exp = builtin_experiment("default")
+    pairs = {(m.kind, m.objective) for m in exp.methods}
+    assert ("vector", "diffmean") in pairs
+    for kind in ("vector", "lora", "local_weight"):
+        for objective in ("sft", "reps", "split"):
+            assert (kind, objective) in pairs
+    with pytest.raises(ExperimentError, match="no built-in experiment"):
+        load_experiment("nonesuch")

@@ -1,0 +1,141 @@
+"""The experiment runner on a tiny model: every stage, the report, caching and resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import unisteer.experiment.runner as runner_module
+from test_scoring import random_pairs
+from tiny_tokenizers import CHATML, word_tokenizer
+from unisteer.data import PairSet
+from unisteer.experiment import parse_experiment, run_experiment
+
+from tiny_models import tiny_model
+
+EXPERIMENT = """\
+name = "tiny"
+
+[data]
+source = "{data}"
+train_pairs = 8
+test_pairs = 4
+sweep_train_pairs = 4
+
+[model]
+layer = 1
+
+[train]
+epochs = 1
+batch_size = 4
+
+[sweep]
+points = 7
+
+[fit]
+starts = 4
+
+[[method]]
+kind = "vector"
+objective = "diffmean"
+
+[[method]]
+kind = "lora"
+objective = "split"
+grid = "-3:3:7"
+[method.train]
+lr = 0.05
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> dict[str, Any]:
+    pairs = random_pairs(14, seed=4)
+    meta_pairs = [
+        type(p)(p.query, p.positive, p.negative, p.id, {"split": "train" if i < 10 else "test"})
+        for i, p in enumerate(pairs)
+    ]
+    data = PairSet(meta_pairs).to_jsonl(tmp_path / "pairs.jsonl")
+    text = EXPERIMENT.format(data=data)
+    return {
+        "exp": parse_experiment(text, str(tmp_path / "tiny.toml")),
+        "model": tiny_model("llama"),
+        "tok": word_tokenizer(chat_template=CHATML),
+        "out": tmp_path / "out",
+    }
+
+
+def run(setup: dict[str, Any], log: list[str] | None = None, exp: Any = None) -> dict[str, Any]:
+    lines = log if log is not None else []
+    return run_experiment(
+        exp or setup["exp"],
+        out=setup["out"],
+        model=setup["model"],
+        tokenizer=setup["tok"],
+        progress=False,
+        log=lines.append,
+    )
+
+
+def test_run_writes_every_output_and_a_rerun_skips_everything(setup: dict[str, Any]) -> None:
+    first: list[str] = []
+    results = run(setup, first)
+    out = setup["out"]
+    for name in ("results.json", "report.html", "summary.md"):
+        assert (out / name).is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in saved["methods"]] == ["vector-diffmean", "lora-split"]
+    lora = saved["methods"][1]
+    assert lora["grid"] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    assert len(lora["means"]["test"]) == 7 and saved["data"]["n_test"] == 4
+    assert "accuracy_m0" in lora["eval"]
+    for m in ("vector-diffmean", "lora-split"):
+        d = out / "methods" / m
+        for stage in ("delta", "sweep_train", "sweep_test", "fit", "eval"):
+            assert (d / stage / "stage.json").is_file(), (m, stage)
+    html = (out / "report.html").read_text()
+    assert html.count("<tr data-method=") == 2
+    second: list[str] = []
+    again = run(setup, second)
+    assert sum("done before" in line for line in second) == 2 * 3  # train + 2 sweeps, x2
+    assert [m["eval"] for m in again["methods"]] == [m["eval"] for m in results["methods"]]
+
+
+def test_changing_one_method_reruns_only_that_method(setup: dict[str, Any]) -> None:
+    run(setup)
+    exp = setup["exp"]
+    lora = exp.methods[1]
+    changed = exp.replace(
+        methods=(exp.methods[0], type(lora)(**{**lora.__dict__, "train": {"lr": 0.01}}))
+    )
+    log: list[str] = []
+    run(setup, log, changed)
+    text = "\n".join(log)
+    assert text.count("train: done before") == 1  # DiffMean only
+    assert "[2/2] lora-split\n  train: " in text and "lora-split\n  train: done" not in text
+
+
+def test_an_interrupted_run_resumes(setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    real = runner_module.sweep
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second method's first sweep
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "sweep", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run(setup)
+    monkeypatch.setattr(runner_module, "sweep", real)
+    log: list[str] = []
+    run(setup, log)
+    text = "\n".join(log)
+    assert "[1/2] vector-diffmean\n  train: done before" in text
+    assert "  sweep train: done before\n  sweep test: done before" in text  # method 1
+    assert "[2/2] lora-split\n  train: done before" in text  # trained before the interrupt
+    assert (setup["out"] / "report.html").is_file()
