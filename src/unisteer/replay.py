@@ -36,6 +36,7 @@ from unisteer.sites import find_blocks
 from unisteer.steer import steer
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]  # positional args after the hidden state, kwargs
+HEAD_CHUNK = 1024  # positions per call of the output head
 
 
 def _leaves(module: nn.Module) -> Iterator[nn.Module]:
@@ -195,16 +196,23 @@ class Recorder:
             h = out[0] if isinstance(out, tuple) else out
         return h
 
-    def logprobs(self, h: Tensor, targets: Tensor) -> Tensor:
-        """Log-probabilities of ``targets`` from final hidden states ``h[n, d]``."""
-        x: Any = h
-        for module in self.head:
-            x = module(x)
-            x = x[0] if isinstance(x, tuple) else x
-        logits = x.float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+    def logprobs(self, h: Tensor, targets: Tensor, chunk: int = HEAD_CHUNK) -> Tensor:
+        """Log-probabilities of ``targets`` from final hidden states ``h[n, d]``, ``chunk``
+        positions at a time, so the logits never need more than ``chunk × vocab`` floats."""
+        parts = []
+        for start in range(0, h.shape[0], chunk):
+            x: Any = h[start : start + chunk]
+            for module in self.head:
+                x = module(x)
+                x = x[0] if isinstance(x, tuple) else x
+            logits = x.float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            t = targets[start : start + chunk, None]
+            parts.append(torch.log_softmax(logits, dim=-1).gather(-1, t)[:, 0])
+        if not parts:
+            return h.new_zeros(0, dtype=torch.float32)
+        return torch.cat(parts)
 
 
 def completion_targets(batch: Batch) -> tuple[Tensor, Tensor]:
