@@ -156,34 +156,45 @@ def plot_frontier(
     choices: Mapping[str, MultiplierChoice] | None = None,
     max_util_drop: float = 1.0,
     x: Literal["drop", "util"] = "drop",
+    max_drop: float | None = None,
     title: str | None = None,
 ) -> Path:
     """Preference gain against utility drop (``x="drop"``) or UtilOdds (``x="util"``).
 
-    One line per method, traced along m over its swept range, with m = 0 as a dot and the
-    chosen m (from ``choices``, else computed for converged fits with ``max_util_drop``) as a
-    star. With ``x="drop"`` the budget is drawn as a vertical line.
+    One line per method, traced along m from 0 towards the side of its chosen m (positive m
+    when there is none), with m = 0 as a dot and the chosen m (from ``choices``, else computed
+    for converged fits with ``max_util_drop``) as a star. With ``x="drop"`` the budget is
+    drawn as a vertical line and the view is cut at ``max_drop`` nats of utility drop
+    (default 10 × the budget), where the choices live; lines leaving it are clipped.
     """
     if not fits:
         raise ValueError("plot_frontier needs at least one fit")
     fig = Figure(figsize=(7.0, 5.0))
     ax = fig.subplots()
     colours = [f"C{i % 10}" for i in range(len(fits))]
+    limit = max_drop if max_drop is not None else 10.0 * max_util_drop
+    shown_x: list[float] = [0.0]
+    shown_y: list[float] = [0.0]
     for colour, (name, fit) in zip(colours, fits.items(), strict=True):
+        choice = (choices or {}).get(name)
+        if choice is None and fit.converged:
+            choice = choose_multiplier(fit, max_util_drop)
         lo, hi = fit.m_range
-        dense = np.linspace(lo, hi, 800)
+        side_hi = hi if choice is None or choice.m >= 0 else lo
+        dense = np.linspace(0.0, side_hi, 800)
         u0 = float(fit.utility.predict(0.0))
         p0 = float(fit.preference.predict(0.0))
         util = fit.utility.predict(dense)
         xs = u0 - util if x == "drop" else util
         ys = fit.preference.predict(dense) - p0
+        if x == "drop":
+            keep = xs <= limit
+            shown_x += list(xs[keep])
+            shown_y += list(ys[keep])
         style = "-" if fit.converged else "--"
         suffix = "" if fit.converged else " (NOT converged)"
         ax.plot(xs, ys, style, color=colour, lw=2, label=f"{name}{suffix}")
         ax.plot([0.0 if x == "drop" else u0], [0.0], "o", color=colour, ms=5)
-        choice = (choices or {}).get(name)
-        if choice is None and fit.converged:
-            choice = choose_multiplier(fit, max_util_drop)
         if choice is not None:
             cx = choice.util_drop if x == "drop" else choice.util
             ax.plot([cx], [choice.pref_gain], "*", color=colour, ms=15, mec="black", mew=0.6)
@@ -195,9 +206,16 @@ def plot_frontier(
                 fontsize=8,
                 color=colour,
             )
+            shown_x.append(cx)
+            shown_y.append(choice.pref_gain)
     if x == "drop":
         ax.axvline(max_util_drop, color="grey", ls=":", lw=1, label=f"budget δ = {max_util_drop:g}")
         ax.set_xlabel("UtilOdds drop from m = 0 (nats, fitted)")
+        x_lo, x_hi = min(shown_x), max(shown_x)
+        y_lo, y_hi = min(shown_y), max(shown_y)
+        pad_x, pad_y = 0.05 * (x_hi - x_lo or 1.0), 0.08 * (y_hi - y_lo or 1.0)
+        ax.set_xlim(x_lo - pad_x, min(limit, x_hi) + pad_x)
+        ax.set_ylim(y_lo - pad_y, y_hi + pad_y)
     else:
         ax.set_xlabel("UtilOdds (fitted)")
     ax.set_ylabel("PrefOdds gain over m = 0 (fitted)")

@@ -162,11 +162,17 @@ def report_html(results: dict[str, Any], out: Path) -> str:
         mdir = Path(m["dir"])
         parts.append(f"<h2 id='{html.escape(m['name'])}'>{html.escape(m['name'])}</h2>")
         tr = m["training"]
+        how = (
+            "closed form (mean activation difference)"
+            if m["objective"] == "diffmean"
+            else f"training loss {_fmt(tr.get('first_loss'), 4)} → "
+            f"{_fmt(tr.get('final_loss'), 4)} over {_fmt(tr.get('steps'))} steps"
+        )
         parts.append(
             f"<p>{html.escape(m['kind'])} at <code>{html.escape(m['site'])}</code>, "
-            f"{m['n_parameters']} parameters, objective {html.escape(m['objective'])}; "
-            f"training loss {_fmt(tr.get('first_loss'), 4)} → {_fmt(tr.get('final_loss'), 4)} "
-            f"over {_fmt(tr.get('steps'))} steps; {m['seconds']:.0f} s.</p>"
+            f"{m['n_parameters']} parameters, objective {html.escape(m['objective'])}: "
+            f"{how}; sweep grid {_fmt(min(m['grid']))} … {_fmt(max(m['grid']))} "
+            f"({len(m['grid'])} points); {m['seconds']:.0f} s.</p>"
         )
         if not m["fit"].get("ok"):
             parts.append(f"<p class='error'>Fit failed: {html.escape(m['fit']['error'])}</p>")
