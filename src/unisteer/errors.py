@@ -25,3 +25,7 @@ class SteeringError(UnisteerError):
 
 class DataError(UnisteerError):
     """A data file or row is unusable. The message names the file, the line and the field."""
+
+
+class UsageError(UnisteerError):
+    """A command-line argument is invalid; the message names it."""

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except UnisteerError as e:
+    except (UnisteerError, ValueError) as e:  # bad input: a message, not a traceback
         print(f"unisteer: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from unisteer.data.pairs import PairSet
+from unisteer.errors import UsageError
 
 
 def add_source_options(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def field_map(items: list[str] | None) -> dict[str, str] | None:
     for item in items or []:
         ours, sep, theirs = item.partition("=")
         if not sep or not ours or not theirs:
-            raise SystemExit(f"unisteer: error: --field expects OURS=THEIRS, got {item!r}")
+            raise UsageError(f"--field expects OURS=THEIRS, got {item!r}")
         fields[ours] = theirs
     return fields or None
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from unisteer.cli.data import add_source_options, load_source, pick_split
+from unisteer.errors import UsageError
 
 
 def _grid(text: str | None, what: str) -> list[float] | None:
@@ -17,7 +18,7 @@ def _grid(text: str | None, what: str) -> list[float] | None:
     try:
         return parse_grid(text)
     except ValueError as e:
-        raise SystemExit(f"unisteer: error: argument {what}: {e}") from None
+        raise UsageError(f"argument {what}: {e}") from None
 
 
 def register(sub: Any) -> None:
@@ -107,7 +108,7 @@ def axbench(args: argparse.Namespace) -> int:
     report: AxBenchReport | None
     if args.rescore:
         if judge is None:
-            raise SystemExit("unisteer: error: --rescore needs a judge")
+            raise UsageError("--rescore needs a judge")
         report = rescore(args.out, judge, baseline=args.baseline, progress=not args.no_progress)
     else:
         deltas = delta_dirs_by_concept(args.deltas) if args.deltas else None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from unisteer.cli.data import add_source_options, load_source, pick_split
+from unisteer.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -53,13 +54,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             ms = parse_grid(args.ms)
         except ValueError as e:
-            raise SystemExit(f"unisteer: error: argument --ms: {e}") from None
+            raise UsageError(f"argument --ms: {e}") from None
     elif isinstance(delta.meta.get("grid"), list):
         ms = [float(x) for x in delta.meta["grid"]]
     else:
-        raise SystemExit(
-            f"unisteer: error: {args.delta} records no multiplier grid; give --ms LO:HI:N"
-        )
+        raise UsageError(f"{args.delta} records no multiplier grid; give --ms LO:HI:N")
     pairs = pick_split(load_source(args, args.data), args.split)
     result = sweep(
         model,

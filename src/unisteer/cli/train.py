@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from unisteer.cli.data import add_source_options, load_source, pick_split
+from unisteer.errors import UsageError
 
 
 def register(sub: Any) -> None:
@@ -62,8 +63,8 @@ def _multipliers(text: str | None) -> list[float] | None:
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(
-            f"unisteer: error: argument --multipliers: expected numbers like 2,4,6, got {text!r}"
+        raise UsageError(
+            f"argument --multipliers: expected numbers like 2,4,6, got {text!r}"
         ) from None
     return values
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from unisteer.train import TrainingDiverged, train
 
     if not 0.0 <= args.val_fraction < 1.0:
-        raise SystemExit("unisteer: error: argument --val-fraction: must be in [0, 1)")
+        raise UsageError("argument --val-fraction: must be in [0, 1)")
     model, tokenizer = load_model(args.model)
     pairs = load_source(args, args.data)
     has_split = all(p.meta.get("split") in ("train", "test") for p in pairs)

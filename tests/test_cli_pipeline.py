@@ -1,0 +1,96 @@
+"""The command line end to end on a tiny saved model: train (and resume), sweep, fit and
+accuracy, each writing what it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_scoring import random_pairs
+from tiny_tokenizers import CHATML, word_tokenizer
+from unisteer.cli import main
+from unisteer.data import PairSet
+
+from tiny_models import tiny_model
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> dict[str, Path]:
+    model_dir = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(model_dir)
+    word_tokenizer(chat_template=CHATML).save_pretrained(model_dir)
+    pairs = random_pairs(12, seed=2)
+    data = PairSet(pairs).to_jsonl(tmp_path / "pairs.jsonl")
+    return {"model": model_dir, "data": data, "root": tmp_path}
+
+
+def test_train_sweep_fit_accuracy(
+    saved: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = saved["root"] / "delta"
+    common = ["--model", str(saved["model"]), "--data", str(saved["data"])]
+    args = ["train", *common, "--kind", "lora", "--objective", "split", "--layer", "1"]
+    args += ["--out", str(out), "--epochs", "2", "--lr", "0.05", "--multipliers", "0.5,1"]
+    assert main(args) == 0
+    for name in ("delta.safetensors", "delta.json", "training_log.json"):
+        assert (out / name).is_file()
+    meta = json.loads((out / "delta.json").read_text())["meta"]
+    assert meta["objective"] == "split" and meta["hparams"]["lr"] == 0.05
+    assert meta["train_multipliers"] == [0.5, 1.0] and meta["n_val_pairs"] == 1
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["validation"]) == 2 and log["history"]
+    # --resume on a finished run trains nothing more and gives the same delta.
+    before = (out / "delta.safetensors").read_bytes()
+    assert main([*args, "--resume"]) == 0
+    assert (out / "delta.safetensors").read_bytes() == before
+    capsys.readouterr()
+
+    sweep_dir = saved["root"] / "sweep"
+    assert (
+        main(["sweep", *common, "--delta", str(out), "--ms", "-3:3:7", "--out", str(sweep_dir)])
+        == 0
+    )
+    assert (sweep_dir / "sweep.parquet").is_file()
+    code = main(["fit", str(sweep_dir / "sweep.parquet"), "--out", str(saved["root"] / "fit")])
+    # A random tiny model may give curves the model cannot fit: then a clear error, no files.
+    captured = capsys.readouterr()
+    if code == 0:
+        assert (saved["root"] / "fit" / "fits.json").is_file()
+    else:
+        assert code == 2 and "sweep.parquet" in captured.err
+
+    acc = saved["root"] / "acc"
+    assert (
+        main(
+            [
+                "eval",
+                "accuracy",
+                *common,
+                "--deltas",
+                str(out),
+                "--base",
+                "--ms",
+                "0,1",
+                "--out",
+                str(acc),
+            ]
+        )
+        == 0
+    )
+    assert "delta" in capsys.readouterr().out
+
+
+def test_train_rejects_bad_arguments(
+    saved: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["train", "--model", str(saved["model"]), "--data", str(saved["data"])]
+    out = ["--out", str(saved["root"] / "x")]
+    assert main([*common, *out, "--multipliers", "2,x"]) == 2
+    assert "argument --multipliers" in capsys.readouterr().err
+    assert main([*common, *out, "--preset", "nonesuch-gemma-vector-split"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    missing = ["train", "--model", str(saved["model"]), "--data", str(saved["root"] / "no.jsonl")]
+    assert main([*missing, *out]) == 2
+    assert "no.jsonl" in capsys.readouterr().err
