@@ -146,7 +146,7 @@ def pairs_with_shared_starts() -> list[PolarityPair]:
 def test_shared_completion_starts_are_scored_exactly(
     arch: str, positions: str, kind: str, tok
 ) -> None:  # type: ignore[no-untyped-def]
-    from unisteer.replay import shared_start
+    from unisteer.replay import common_start, shared_start
 
     model = tiny_model(arch)
     delta = make_delta(model, kind, layer=2)
@@ -155,6 +155,7 @@ def test_shared_completion_starts_are_scored_exactly(
         shared_start(encode_pair(tok, p)) - encode_pair(tok, p)[0].prompt_length for p in pairs
     ]
     assert starts == [3, 2, 3, 0, 2]  # each completion keeps at least one token of its own
+    assert common_start([encode_pair(tok, p) for p in pairs]) == 2  # "<|im_start|> user"
     ms = [-1.5, 0.0, 2.0]
     fast = sweep(model, tok, pairs, delta, ms, progress=False, positions=positions)  # type: ignore[arg-type]
     naive = sweep(model, tok, pairs, delta, ms, progress=False, positions=positions, method="naive")  # type: ignore[arg-type]

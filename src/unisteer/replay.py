@@ -10,9 +10,10 @@ positions that predict completion tokens.
 
 Two runners:
 
-* :class:`PrefixRunner` (preferred): the prompt of a pair, and the start the two completions
-  have in common, are shared by A_p and A_n, so they run once per multiplier with a KV cache,
-  and the two continuations go on from it.
+* :class:`PrefixRunner` (preferred): what sequences share runs once per multiplier, through
+  the KV cache: the start common to the whole batch (a chat template's system turn), each
+  pair's prompt with the start its two completions have in common, then the two
+  continuations.
 * :class:`StackedRunner`: A_p and A_n are two full rows (prompt included).
 
 Both are checked against the ordinary forward pass before they are trusted (see
@@ -281,12 +282,14 @@ class StackedRunner:
         return row_sums(logp, predicts).reshape(k, rows)
 
 
-# -- prefix: the shared start once per pair, two completions continuing from its KV cache ------
+# -- prefix: what sequences share runs once, through the KV cache -------------------------------
 
 
 @dataclass
 class PrefixCapture:
-    prompt_hidden: Tensor  # [P, S, d] shared starts (prompt + common completion start), left-padded
+    common_hidden: Tensor | None  # [1, C, d] the start every sequence of the batch shares
+    common_calls: list[Call]
+    prompt_hidden: Tensor  # [P, S, d] each pair's shared start after it, left-padded
     prompt_calls: list[Call]
     prompt_columns: Tensor  # [P] the column where each row's completion starts
     shared_predicts: Tensor  # [P, S] positions predicting a completion token of the shared start
@@ -296,7 +299,11 @@ class PrefixCapture:
     first_targets: Tensor  # [2P] first token of each continuation
     comp_predicts: Tensor  # [2P, Tc] positions (in the continuation) predicting a token
     comp_targets: Tensor  # flat tokens predicted there
-    base: Tensor  # [2P] NLL sums at m = 0 (from this two-stage pass)
+    base: Tensor  # [2P] NLL sums at m = 0 (from this staged pass)
+
+    @property
+    def common_length(self) -> int:
+        return 0 if self.common_hidden is None else int(self.common_hidden.shape[1])
 
 
 def _prompts_agree(pair: tuple[Encoded, Encoded]) -> bool:
@@ -318,9 +325,22 @@ def shared_start(pair: tuple[Encoded, Encoded]) -> int:
     return k
 
 
+def common_start(encoded: Sequence[tuple[Encoded, Encoded]]) -> int:
+    """Length of the prompt prefix every pair shares (e.g. a chat template's system turn),
+    leaving each prompt at least one token of its own."""
+    first = encoded[0][0].input_ids
+    limit = min(e[0].prompt_length for e in encoded) - 1
+    k = 0
+    while k < limit and all(e[0].input_ids[k] == first[k] for e in encoded):
+        k += 1
+    return k
+
+
 class PrefixRunner:
-    """Shares what A_p and A_n have in common through the KV cache: the prompt and the common
-    start of the two completions run once per pair, then the two continuations."""
+    """Runs what sequences share only once, through the KV cache, in three stages: the start
+    common to the whole batch (a chat template's system turn), then each pair's shared start
+    (its prompt and the common start of its two completions), then the two continuations.
+    """
 
     name = "prefix"
 
@@ -337,41 +357,56 @@ class PrefixRunner:
         if not all(_prompts_agree(e) for e in encoded):
             return None
         n = len(encoded)
+        c = common_start(encoded)
         cuts = [shared_start(e) for e in encoded]
-        starts = [e[0].input_ids[:k] for e, k in zip(encoded, cuts, strict=True)]
-        tp = max(cuts)
+        starts = [e[0].input_ids[c:k] for e, k in zip(encoded, cuts, strict=True)]
+        tp = max(len(x) for x in starts)
         p_ids = torch.full((n, tp), pad, dtype=torch.long)
         p_mask = torch.zeros((n, tp), dtype=torch.long)
-        for i, p in enumerate(starts):
-            p_ids[i, tp - len(p) :] = torch.tensor(p)
-            p_mask[i, tp - len(p) :] = 1
+        for i, x in enumerate(starts):
+            p_ids[i, tp - len(x) :] = torch.tensor(x)
+            p_mask[i, tp - len(x) :] = 1
+        # Columns count from the start of the common part: [common][pads][own start].
         columns = torch.tensor(
-            [tp - k + e[0].prompt_length for e, k in zip(encoded, cuts, strict=True)]
+            [c + tp - len(x) + e[0].prompt_length - c for e, x in zip(encoded, starts, strict=True)]
         )
-        # Position j predicts token j + 1: a completion token of the shared start when
-        # prompt column <= j + 1 < tp.
-        nxt = torch.arange(1, tp + 1)[None, :]
-        shared_predicts = (nxt >= columns[:, None]) & (nxt < tp)
+        # Position j of the own start predicts token j + 1: a completion token when its column
+        # c + j + 1 is at least the row's completion column and j + 1 < tp.
+        nxt = c + torch.arange(1, tp + 1)[None, :]
+        shared_predicts = (nxt >= columns[:, None]) & (nxt < c + tp)
         shared_targets = p_ids[:, 1:][shared_predicts[:, :-1]]
         comps = [e.input_ids[k:] for pair, k in zip(encoded, cuts, strict=True) for e in pair]
-        tc = max(len(c) for c in comps)
+        tc = max(len(x) for x in comps)
         c_ids = torch.full((2 * n, tc), pad, dtype=torch.long)
         c_mask = torch.zeros((2 * n, tc), dtype=torch.long)
-        for r, c in enumerate(comps):
-            c_ids[r, : len(c)] = torch.tensor(c)
-            c_mask[r, : len(c)] = 1
-        lengths = p_mask.sum(1)
+        for r, x in enumerate(comps):
+            c_ids[r, : len(x)] = torch.tensor(x)
+            c_mask[r, : len(x)] = 1
         cache = self._new_cache()
-        p_pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+        common_hidden: Tensor | None = None
+        common_calls: list[Call] = []
+        if c > 0:
+            common_hidden, common_calls, _ = self.rec.forward(
+                input_ids=torch.tensor([encoded[0][0].input_ids[:c]]),
+                attention_mask=torch.ones((1, c), dtype=torch.long),
+                position_ids=torch.arange(c)[None, :],
+                use_cache=True,
+                **{self.cache_kw: cache},
+            )
+            cache.batch_repeat_interleave(n)
+        before = torch.ones((n, c), dtype=torch.long)
+        p_pos = c + (p_mask.cumsum(-1) - 1).clamp(min=0)
         ph, pcalls, plogits = self.rec.forward(
             input_ids=p_ids,
-            attention_mask=p_mask,
+            attention_mask=torch.cat([before, p_mask], dim=1),
             position_ids=p_pos,
             use_cache=True,
             **{self.cache_kw: cache},
         )
         cache.batch_repeat_interleave(2)
-        full_mask = torch.cat([p_mask.repeat_interleave(2, 0), c_mask], dim=1)
+        lengths = c + p_mask.sum(1)
+        full_mask = torch.cat([before, p_mask], dim=1).repeat_interleave(2, 0)
+        full_mask = torch.cat([full_mask, c_mask], dim=1)
         c_pos = lengths.repeat_interleave(2)[:, None] + torch.arange(tc)[None, :]
         ch, ccalls, clogits = self.rec.forward(
             input_ids=c_ids,
@@ -396,6 +431,8 @@ class PrefixRunner:
             - first_lp.double()
         )
         return PrefixCapture(
+            common_hidden,
+            common_calls,
             ph,
             pcalls,
             columns,
@@ -416,10 +453,20 @@ class PrefixRunner:
         k = len(ms)
         n, tp = cap.prompt_hidden.shape[:2]
         rows, tc = cap.comp_hidden.shape[:2]
+        c = cap.common_length
         m = torch.tensor(list(ms), dtype=torch.float32)
         model = self.rec.model
         cache = self._new_cache()
         with torch.no_grad():
+            if cap.common_hidden is not None:
+                with (
+                    steer(model, delta, m=m, positions=positions, prompt_length=c) as s,
+                    s.calling(k, c, past=0),
+                ):
+                    self.rec.blocks_from(
+                        expand_batch(cap.common_hidden, 1, k), cap.common_calls, 1, k, cache
+                    )
+                cache.batch_repeat_interleave(n)  # row k*n + i: multiplier k, pair i
             with (
                 steer(
                     model,
@@ -428,7 +475,7 @@ class PrefixRunner:
                     positions=positions,
                     prompt_length=cap.prompt_columns.repeat(k),
                 ) as s,
-                s.calling(n * k, tp, past=0),
+                s.calling(n * k, tp, past=c),
             ):
                 h = self.rec.blocks_from(
                     expand_batch(cap.prompt_hidden, n, k), cap.prompt_calls, n, k, cache
@@ -446,7 +493,7 @@ class PrefixRunner:
                     positions=positions,
                     prompt_length=cap.prompt_columns.repeat_interleave(2).repeat(k),
                 ) as s,
-                s.calling(rows * k, tc, past=tp),
+                s.calling(rows * k, tc, past=c + tp),
             ):
                 h = self.rec.blocks_from(
                     expand_batch(cap.comp_hidden, rows, k), cap.comp_calls, rows, k, cache
