@@ -63,6 +63,29 @@ def naive_sweep(model, tok, pairs, delta, ms):  # type: ignore[no-untyped-def]
     return pref_odds(lp, ln), util_odds(lp, ln)[0], encoded
 
 
+def float32_floor(model, tok, pairs) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """How far each float32 path is from a float64 forward pass, at m = 0, on these pairs:
+    (naive, fast) max abs difference of the completion NLL sums. The context for the
+    agreement check: two float32 paths cannot agree better than each is accurate."""
+    import copy
+
+    from unisteer.replay import PrefixRunner, completion_targets, row_sums
+
+    encoded = encode_pairs(tok, pairs)
+    batch = pair_batch(encoded, list(range(len(pairs))), pad_id(tok))
+    naive32 = naive_losses(model, batch, None, 0.0)
+    runner = PrefixRunner(model, len(unisteer.find_blocks(model)[1]) // 2)
+    cap = runner.capture(encoded, pad_id(tok))
+    assert cap is not None
+    wide = copy.deepcopy(model).double()
+    with torch.no_grad():
+        logits = wide(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    predicts, targets = completion_targets(batch)
+    logp = torch.log_softmax(logits, -1)[predicts].gather(-1, targets[:, None])[:, 0]
+    exact = row_sums(logp, predicts)
+    return float((naive32 - exact).abs().max()), float((cap.base - exact).abs().max())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2, help="ABBA rounds (each runs both ways)")
@@ -131,6 +154,11 @@ def main() -> None:
         f"{flops / fast_t / 1e9:.1f} GFLOP/s of necessary matmul work = "
         f"{flops / fast_t / 1e9 / floor:.0%} of this machine's float32 matmul rate "
         f"({floor:.1f} GFLOP/s)"
+    )
+    f_naive, f_fast = float32_floor(model, tok, test[:16])
+    print(
+        f"float32 floor (16 pairs, m = 0, against a float64 forward pass): naive "
+        f"{f_naive:.2e}, fast {f_fast:.2e} max |d NLL|"
     )
     print(f"RESULT sweep_agreement {max(d_pref, d_util):.2e}")
     print(f"RESULT sweep_speedup {naive_t / fast_t:.2f}")
