@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=CONCEPTS)
     ap.add_argument("--concepts", default="0,2,7")
-    ap.add_argument("--pairs", type=int, default=32, help="training pairs per concept")
+    ap.add_argument("--pairs", type=int, default=24, help="training pairs per concept")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--factors", default="4,8,12,16")
+    ap.add_argument("--factors", default="4,10,16")
     args = ap.parse_args()
     ids = [int(x) for x in args.concepts.split(",")]
     factors = [float(x) for x in args.factors.split(",")]
