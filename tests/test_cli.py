@@ -103,8 +103,19 @@ def test_sweep_command_end_to_end(tmp_path, capsys) -> None:  # type: ignore[no-
     make_delta(model, "lora").save(tmp_path / "delta")
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in random_pairs(5)))
-    args = ["sweep", "--model", str(tmp_path / "model"), "--delta", str(tmp_path / "delta"),
-            "--data", str(data), "--ms", "-2:2:5", "--out", str(tmp_path / "out")]
+    args = [
+        "sweep",
+        "--model",
+        str(tmp_path / "model"),
+        "--delta",
+        str(tmp_path / "delta"),
+        "--data",
+        str(data),
+        "--ms",
+        "-2:2:5",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 0
     table = pd.read_parquet(tmp_path / "out" / "sweep.parquet")
     assert len(table) == 25 and sorted(table.m.unique()) == [-2.0, -1.0, 0.0, 1.0, 2.0]

@@ -298,9 +298,6 @@ def _run(
     ga = config.grad_accum
     steps_per_epoch = math.ceil(n_micro / ga)
     total_steps = config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: max(0.0, 1.0 - s / total_steps)
-    )
     identity = {
         **config.to_dict(),
         "objective": objective,
@@ -316,8 +313,10 @@ def _run(
             raise ValueError("resume=True needs checkpoint_dir")
         if has_checkpoint(checkpoint_dir):
             loop = load_checkpoint(checkpoint_dir, delta, optimizer, identity)
-            for _ in range(loop.step):
-                scheduler.step()
+    done_steps = loop.step  # the schedule continues where the checkpoint left it
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: max(0.0, 1.0 - (s + done_steps) / total_steps)
+    )
 
     def checkpoint() -> None:
         if checkpoint_dir is not None:
@@ -348,7 +347,9 @@ def _run(
                 with torch.enable_grad():
                     loss = _objective_loss(model, obj, tb, delta, grid, gen, runner, config)
                     if not torch.isfinite(loss):
-                        _diverged(delta, previous, f"the loss is {float(loss)}", epoch, loop, 1)
+                        _diverged(
+                            delta, previous, f"the loss is {float(loss.detach())}", epoch, loop, 1
+                        )
                     (loss / group_size).backward(inputs=params)
                 group_losses.append(float(loss.detach()))
                 bar.update(1)
