@@ -149,6 +149,12 @@ def main() -> None:
         f"agreement: max |dPrefOdds| {d_pref:.2e}, max |dUtilOdds| {d_util:.2e} "
         f"({'OK' if max(d_pref, d_util) <= 1e-4 else 'MISMATCH'})"
     )
+    worst = int(np.nanargmax(np.abs(results["naive"][1] - results["fast"][1])))
+    print(
+        f"largest UtilOdds difference at pair {worst // len(ms)}, m = {ms[worst % len(ms)]:g}, "
+        f"where UtilOdds = {results['naive'][1][worst]:.2f} (relative difference "
+        f"{d_util / max(abs(results['naive'][1][worst]), 1e-12):.1e})"
+    )
     print(
         f"fast path: {seq_tokens * len(ms) / fast_t:.0f} sequence tokens/s (all m), "
         f"{flops / fast_t / 1e9:.1f} GFLOP/s of necessary matmul work = "
