@@ -1,4 +1,4 @@
-"""Sweep speed: the naive way against ``unisteer.sweep``, measured side by side in one run.
+"""Sweep speed: the naive way against ``unisteer.scoring.sweep``, measured side by side in one run.
 
 Default model, the default dataset's test split (32 pairs of one concept), a vector delta at the
 middle layer, 21 multipliers. The naive way is one hooked full forward pass per multiplier over
