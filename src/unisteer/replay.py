@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from unisteer.data.tokens import Batch, Encoded
 from unisteer.delta import Delta
+from unisteer.logprob import token_logprobs
 from unisteer.positions import PositionMode
 from unisteer.sites import find_blocks
 from unisteer.steer import steer
@@ -209,10 +210,9 @@ class Recorder:
             logits = x.float()
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            t = targets[start : start + chunk, None]
-            parts.append(torch.log_softmax(logits, dim=-1).gather(-1, t)[:, 0])
+            parts.append(token_logprobs(logits, targets[start : start + chunk]))
         if not parts:
-            return h.new_zeros(0, dtype=torch.float32)
+            return h.new_zeros(0, dtype=torch.float64)
         return torch.cat(parts)
 
 
@@ -257,9 +257,7 @@ class StackedRunner:
         h, calls, logits = self.rec.forward(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
         )
-        logp = torch.log_softmax(logits.float(), dim=-1)[predicts].gather(-1, targets[:, None])[
-            :, 0
-        ]
+        logp = token_logprobs(logits[predicts], targets)
         return StackedCapture(
             h, calls, predicts, targets, batch.prompt_lengths, row_sums(logp, predicts)
         )
@@ -419,12 +417,9 @@ class PrefixRunner:
         predicts = torch.zeros_like(c_mask, dtype=torch.bool)
         predicts[:, :-1] = c_mask[:, 1:].bool()
         targets = c_ids[:, 1:][c_mask[:, 1:].bool()]
-        plp = torch.log_softmax(plogits.float(), -1)
-        first_lp = plp[:, -1].repeat_interleave(2, 0).gather(-1, first[:, None])[:, 0]
-        shared_lp = plp[shared_predicts].gather(-1, shared_targets[:, None])[:, 0]
-        rest_lp = torch.log_softmax(clogits.float(), -1)[predicts].gather(-1, targets[:, None])[
-            :, 0
-        ]
+        first_lp = token_logprobs(plogits[:, -1].repeat_interleave(2, 0), first)
+        shared_lp = token_logprobs(plogits[shared_predicts], shared_targets)
+        rest_lp = token_logprobs(clogits[predicts], targets)
         base = (
             row_sums(rest_lp, predicts)
             + row_sums(shared_lp, shared_predicts).repeat_interleave(2)

@@ -40,6 +40,7 @@ from unisteer.atomic import write_bytes_atomic, write_text_atomic
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, collate, encode_pair, pad_id
 from unisteer.delta import Delta
+from unisteer.logprob import token_logprobs
 from unisteer.odds import pref_odds, util_odds
 from unisteer.positions import PositionMode, Positions
 from unisteer.replay import (
@@ -129,7 +130,7 @@ def naive_losses(
                 logits = model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask
                 ).logits
-    logp = torch.log_softmax(logits.float(), dim=-1)[predicts].gather(-1, targets[:, None])[:, 0]
+    logp = token_logprobs(logits[predicts], targets)
     return row_sums(logp, predicts)
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, collate, encode_pair, pad_id
 from unisteer.delta import Delta
+from unisteer.logprob import token_logprobs
 from unisteer.objectives.rows import Rows, Scores
 from unisteer.positions import PositionMode
 from unisteer.replay import StackedCapture, StackedRunner, block_index_of, completion_targets
@@ -209,7 +210,7 @@ def row_scores(
                 input_ids=tb.batch.input_ids.index_select(0, index),
                 attention_mask=tb.batch.attention_mask.index_select(0, index),
             ).logits
-        logp = torch.log_softmax(logits[predicts].float(), -1).gather(-1, targets[:, None])[:, 0]
+        logp = token_logprobs(logits[predicts], targets)
     return Scores(
         logp=_row_sums(logp, predicts),
         tokens=tb.tokens.index_select(0, index),

@@ -15,6 +15,7 @@ import torch
 
 from unisteer.data.tokens import Encoded, collate, encode, pad_id
 from unisteer.errors import DataError
+from unisteer.logprob import token_logprobs
 
 
 def completion_nll(
@@ -62,9 +63,11 @@ def completion_nll(
         # Normalise only where a completion token is predicted (the vocabulary is large).
         picked = logits[:, :-1][mask].float()
         targets = batch.input_ids[:, 1:].to(device)[mask]
-        token_logp = torch.log_softmax(picked, dim=-1).gather(-1, targets[:, None])[:, 0]
+        token_logp = token_logprobs(picked, targets)
         row = torch.arange(len(rows), device=device)[:, None].expand_as(mask)[mask]
-        sums = torch.zeros(len(rows), device=device).index_add_(0, row, token_logp)
+        sums = torch.zeros(len(rows), device=device, dtype=torch.float64).index_add_(
+            0, row, token_logp
+        )
         counts = mask.sum(1).clamp_min(1)
         for k, i in enumerate(rows):
             out[i] = float(-sums[k] / counts[k])
