@@ -10,6 +10,7 @@ target column is ever written out.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -19,6 +20,7 @@ def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     x = logits.float()
     top = x.detach().max(-1, keepdim=True).values  # the result does not depend on it
     shifted = x - top
-    total = shifted.exp().sum(-1).double()
     picked = shifted.gather(-1, targets[..., None])[..., 0].double()
-    return picked - total.log()
+    needs_graph = torch.is_grad_enabled() and shifted.requires_grad
+    exps = shifted.exp() if needs_graph else shifted.exp_()  # in place: one [.., V] buffer
+    return picked - exps.sum(-1).double().log()
