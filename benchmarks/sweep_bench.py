@@ -75,7 +75,8 @@ def float32_floor(model, tok, pairs) -> tuple[float, float]:  # type: ignore[no-
     batch = pair_batch(encoded, list(range(len(pairs))), pad_id(tok))
     naive32 = naive_losses(model, batch, None, 0.0)
     runner = PrefixRunner(model, len(unisteer.find_blocks(model)[1]) // 2)
-    cap = runner.capture(encoded, pad_id(tok))
+    hidden = runner.rec.block_input(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    cap = runner.capture(encoded, pad_id(tok), hidden)
     assert cap is not None
     wide = copy.deepcopy(model).double()
     with torch.no_grad():

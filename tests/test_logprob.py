@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unisteer.logprob import token_logprobs
+from unisteer.logprob import token_logprobs, unembed_logprobs
 
 
 def reference(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -50,3 +50,43 @@ def test_gradient_is_onehot_minus_softmax() -> None:
     assert logits.grad is not None
     want = torch.nn.functional.one_hot(targets, 50).float() - torch.softmax(logits.detach(), -1)
     assert torch.allclose(logits.grad, want, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    vocab=st.integers(1, 700),
+    chunk=st.integers(1, 300),
+    softcap=st.sampled_from([None, 3.0, 30.0]),
+    with_bias=st.booleans(),
+    per_position=st.integers(0, 3),
+)
+def test_unembed_in_vocabulary_slices_matches_float64(
+    seed: int, vocab: int, chunk: int, softcap: float | None, with_bias: bool, per_position: int
+) -> None:
+    """The sliced unembedding equals a float64 log-softmax of the whole logits, for any slice
+    size, with or without bias and soft-capping, one or several targets per position."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 16, generator=g) * 3
+    w = torch.randn(vocab, 16, generator=g)
+    b = torch.randn(vocab, generator=g) if with_bias else None
+    shape = (6,) if per_position == 0 else (6, per_position)
+    targets = torch.randint(0, vocab, shape, generator=g)
+    got = unembed_logprobs(x, w, b, targets, softcap, vocab_chunk=chunk)
+    logits = x.double() @ w.double().T + (0 if b is None else b.double())
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    full = torch.log_softmax(logits, -1)
+    want = full.gather(-1, targets if per_position else targets[:, None])
+    want = want if per_position else want[:, 0]
+    assert got.dtype == torch.float64 and got.shape == targets.shape
+    assert torch.allclose(got, want, rtol=0, atol=2e-5), (got - want).abs().max()
+
+
+def test_unembed_agrees_with_token_logprobs_on_float32_logits() -> None:
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(50, 64, generator=g), torch.randn(5000, 64, generator=g) * 0.3
+    targets = torch.randint(0, 5000, (50,), generator=g)
+    whole = token_logprobs(x @ w.T, targets)
+    sliced = unembed_logprobs(x, w, None, targets, vocab_chunk=777)
+    assert (whole - sliced).abs().max() < 2e-6

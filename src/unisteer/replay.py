@@ -23,7 +23,7 @@ Both are checked against the ordinary forward pass before they are trusted (see
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from unisteer.data.tokens import Batch, Encoded
 from unisteer.delta import Delta
-from unisteer.logprob import token_logprobs
+from unisteer.logprob import token_logprobs, unembed_logprobs
 from unisteer.positions import PositionMode
 from unisteer.sites import find_blocks
 from unisteer.steer import steer
@@ -120,6 +120,10 @@ def block_index_of(model: nn.Module, site: str) -> int:
     raise ValueError(f"the site {site!r} is not inside a decoder block ({path}.N)")
 
 
+class _Reached(Exception):
+    """Raised by a hook to end a forward pass once the wanted input has been seen."""
+
+
 @dataclass
 class Recorder:
     """Runs one ordinary forward pass, recording block inputs and the output head."""
@@ -136,6 +140,22 @@ class Recorder:
 
     def forward(self, **inputs: Any) -> tuple[Tensor, list[Call], Tensor]:
         """``(block-L input, calls of blocks L..N, logits)`` of ``model(**inputs)``."""
+        h, calls, logits, _ = self._pass(inputs, None)
+        return h, calls, logits
+
+    def forward_from(
+        self, replace: Callable[[Tensor], Tensor], **inputs: Any
+    ) -> tuple[Tensor, list[Call], Tensor]:
+        """``model(**inputs)`` with block L's input ``h`` replaced by ``replace(h)``:
+        ``(the replaced block-L input, calls of blocks L..N, the last block's output)``.
+        Blocks L..N compute exactly what a replay of them at m = 0 computes."""
+        h, calls, _, last = self._pass(inputs, replace)
+        assert last is not None
+        return h, calls, last
+
+    def _pass(
+        self, inputs: dict[str, Any], replace: Callable[[Tensor], Tensor] | None
+    ) -> tuple[Tensor, list[Call], Tensor, Tensor | None]:
         calls: list[Call] = []
         hidden: dict[str, Tensor] = {}
         head: list[nn.Module] = []
@@ -143,15 +163,21 @@ class Recorder:
         handles = []
 
         def pre(index: int) -> Any:
-            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-                if index == self.layer:
-                    hidden["h"] = args[0]
+            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 calls.append((args[1:], dict(kwargs)))
+                if index != self.layer:
+                    return None
+                if replace is None:
+                    hidden["h"] = args[0]
+                    return None
+                hidden["h"] = replace(args[0])
+                return (hidden["h"], *args[1:]), kwargs
 
             return hook
 
         def last_done(module: nn.Module, args: Any, output: Any) -> None:
             after["on"] = True
+            hidden["last"] = output[0] if isinstance(output, tuple) else output
 
         def leaf(module: nn.Module, args: Any, output: Any) -> None:
             if after["on"]:
@@ -173,7 +199,26 @@ class Recorder:
                 h.remove()
         if not self.head:
             self.head = head
-        return hidden["h"], calls, logits
+        return hidden["h"], calls, logits, hidden.get("last")
+
+    def block_input(self, **inputs: Any) -> Tensor:
+        """Block L's input under ``model(**inputs)``, stopping the pass there: the blocks
+        before L run exactly as in the ordinary forward pass, the rest not at all."""
+        hidden: dict[str, Tensor] = {}
+
+        def stop(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            hidden["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _Reached
+
+        handle = self.blocks[self.layer].register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                self.model(**inputs)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        return hidden["h"]
 
     def blocks_from(
         self,
@@ -199,20 +244,33 @@ class Recorder:
         return h
 
     def logprobs(self, h: Tensor, targets: Tensor, chunk: int = HEAD_CHUNK) -> Tensor:
-        """Log-probabilities of ``targets`` from final hidden states ``h[n, d]``, ``chunk``
-        positions at a time, so the logits never need more than ``chunk × vocab`` floats."""
+        """Log-probabilities (float64) of ``targets`` from final hidden states ``h[n, d]``,
+        ``chunk`` positions at a time; ``targets[n]``, or ``targets[n, j]`` for ``j`` tokens
+        predicted by the same position (the head runs once for them). When the head ends in
+        a linear unembedding, its logits are never held whole (see
+        :func:`unisteer.logprob.unembed_logprobs`); otherwise at most ``chunk × vocab``."""
+        *body, last = self.head if self.head else [nn.Identity()]
+        unembed = last if type(last) is nn.Linear else None
+        if unembed is None:
+            body = list(self.head)
         parts = []
         for start in range(0, h.shape[0], chunk):
             x: Any = h[start : start + chunk]
-            for module in self.head:
+            tgt = targets[start : start + chunk]
+            for module in body:
                 x = module(x)
                 x = x[0] if isinstance(x, tuple) else x
+            if unembed is not None:
+                parts.append(unembed_logprobs(x, unembed.weight, unembed.bias, tgt, self.softcap))
+                continue
             logits = x.float()
             if self.softcap:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
-            parts.append(token_logprobs(logits, targets[start : start + chunk]))
+            if tgt.dim() == 2:
+                logits = logits[:, None, :].expand(-1, tgt.shape[1], -1)
+            parts.append(token_logprobs(logits, tgt))
         if not parts:
-            return h.new_zeros(0, dtype=torch.float64)
+            return h.new_zeros(targets.shape, dtype=torch.float64)
         return torch.cat(parts)
 
 
@@ -297,7 +355,7 @@ class PrefixCapture:
     first_targets: Tensor  # [2P] first token of each continuation
     comp_predicts: Tensor  # [2P, Tc] positions (in the continuation) predicting a token
     comp_targets: Tensor  # flat tokens predicted there
-    base: Tensor  # [2P] NLL sums at m = 0 (from this staged pass)
+    base: Tensor  # [2P] NLL sums at m = 0 (blocks L..N unsteered, on the same inputs)
 
     @property
     def common_length(self) -> int:
@@ -345,13 +403,29 @@ class PrefixRunner:
     def __init__(self, model: nn.Module, layer: int) -> None:
         self.rec = Recorder(model, layer)
         self.cache_kw = cache_keyword(model)
+        # The staged pass only records arguments: skip the unembedding where the model can.
+        params = inspect.signature(model.forward).parameters
+        self.no_logits: dict[str, Any] = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
         return DynamicCache(config=getattr(self.rec.model, "config", None))
 
-    def capture(self, encoded: Sequence[tuple[Encoded, Encoded]], pad: int) -> PrefixCapture | None:
+    def capture(
+        self, encoded: Sequence[tuple[Encoded, Encoded]], pad: int, hidden: Tensor
+    ) -> PrefixCapture | None:
+        """The three stages' inputs to block L and the arguments blocks L..N receive.
+
+        ``hidden`` is block L's input in the ordinary forward pass over the same pairs (rows
+        ``[p0+, p0-, p1+, ...]``, right-padded, as :func:`unisteer.scoring.pair_batch` lays
+        them out; :meth:`Recorder.block_input` gives it). The stages take their block-L inputs
+        from it rather than from their own pass: the blocks before L are then the very
+        computation the ordinary forward pass does, and only blocks L..N are computed in
+        another order (by stage, through the KV cache), which halves the float32 rounding
+        difference between the two. The staged pass is run only to record the arguments.
+        Returns ``None`` when some pair's two rows have different prompt tokens.
+        """
         if not all(_prompts_agree(e) for e in encoded):
             return None
         n = len(encoded)
@@ -380,50 +454,85 @@ class PrefixRunner:
         for r, x in enumerate(comps):
             c_ids[r, : len(x)] = torch.tensor(x)
             c_mask[r, : len(x)] = 1
+        # Which entries of each stage's block-L input are real tokens, and where in ``hidden``
+        # they come from; pads keep the staged pass's own values (they are masked out as keys
+        # and their outputs are never read).
+        p_rows, p_cols, p_src = [], [], []
+        c_rows, c_cols, c_src_r, c_src_t = [], [], [], []
+        for i, (pair, k) in enumerate(zip(encoded, cuts, strict=True)):
+            p_rows += [i] * (k - c)
+            p_cols += list(range(tp - (k - c), tp))
+            p_src += list(range(c, k))
+            for j, e in enumerate(pair):
+                length = len(e.input_ids) - k
+                c_rows += [2 * i + j] * length
+                c_cols += list(range(length))
+                c_src_r += [2 * i + j] * length
+                c_src_t += list(range(k, len(e.input_ids)))
+        src_rows = torch.tensor([2 * i for i in p_rows], dtype=torch.long)
+
+        def prompt_input(own: Tensor) -> Tensor:
+            out = own.clone()
+            out[p_rows, p_cols] = hidden[src_rows, p_src].to(out.dtype)
+            return out
+
+        def comp_input(own: Tensor) -> Tensor:
+            out = own.clone()
+            out[c_rows, c_cols] = hidden[c_src_r, c_src_t].to(out.dtype)
+            return out
+
         cache = self._new_cache()
         common_hidden: Tensor | None = None
         common_calls: list[Call] = []
         if c > 0:
-            common_hidden, common_calls, _ = self.rec.forward(
+            common_hidden, common_calls, _ = self.rec.forward_from(
+                lambda own: hidden[:1, :c].to(own.dtype).clone(),
                 input_ids=torch.tensor([encoded[0][0].input_ids[:c]]),
                 attention_mask=torch.ones((1, c), dtype=torch.long),
                 position_ids=torch.arange(c)[None, :],
                 use_cache=True,
                 **{self.cache_kw: cache},
+                **self.no_logits,
             )
             cache.batch_repeat_interleave(n)
         before = torch.ones((n, c), dtype=torch.long)
         p_pos = c + (p_mask.cumsum(-1) - 1).clamp(min=0)
-        ph, pcalls, plogits = self.rec.forward(
+        ph, pcalls, p_last = self.rec.forward_from(
+            prompt_input,
             input_ids=p_ids,
             attention_mask=torch.cat([before, p_mask], dim=1),
             position_ids=p_pos,
             use_cache=True,
             **{self.cache_kw: cache},
+            **self.no_logits,
         )
         cache.batch_repeat_interleave(2)
         lengths = c + p_mask.sum(1)
         full_mask = torch.cat([before, p_mask], dim=1).repeat_interleave(2, 0)
         full_mask = torch.cat([full_mask, c_mask], dim=1)
         c_pos = lengths.repeat_interleave(2)[:, None] + torch.arange(tc)[None, :]
-        ch, ccalls, clogits = self.rec.forward(
+        ch, ccalls, c_last = self.rec.forward_from(
+            comp_input,
             input_ids=c_ids,
             attention_mask=full_mask,
             position_ids=c_pos,
             use_cache=True,
             **{self.cache_kw: cache},
+            **self.no_logits,
         )
-        first = c_ids[:, 0]
         predicts = torch.zeros_like(c_mask, dtype=torch.bool)
         predicts[:, :-1] = c_mask[:, 1:].bool()
         targets = c_ids[:, 1:][c_mask[:, 1:].bool()]
-        first_lp = token_logprobs(plogits[:, -1].repeat_interleave(2, 0), first)
-        shared_lp = token_logprobs(plogits[shared_predicts], shared_targets)
-        rest_lp = token_logprobs(clogits[predicts], targets)
-        base = (
-            row_sums(rest_lp, predicts)
-            + row_sums(shared_lp, shared_predicts).repeat_interleave(2)
-            - first_lp.double()
+        # m = 0 from this pass: blocks L..N on the same inputs, in the same stages, as a replay.
+        base = _nll(
+            self.rec,
+            p_last,
+            shared_predicts,
+            shared_targets,
+            c_ids[:, 0].reshape(n, 2),
+            c_last,
+            predicts,
+            targets,
         )
         return PrefixCapture(
             common_hidden,
@@ -435,7 +544,7 @@ class PrefixRunner:
             shared_targets,
             ch,
             ccalls,
-            first,
+            c_ids[:, 0],
             predicts,
             targets,
             base,
@@ -475,10 +584,7 @@ class PrefixRunner:
                 h = self.rec.blocks_from(
                     expand_batch(cap.prompt_hidden, n, k), cap.prompt_calls, n, k, cache
                 )
-            shared = cap.shared_predicts.repeat(k, 1)
-            shared_lp = self.rec.logprobs(h[shared], cap.shared_targets.repeat(k))
-            last = h[:, -1]  # [k*n, d]: the end of the shared start predicts each continuation
-            first_lp = self.rec.logprobs(last.repeat_interleave(2, 0), cap.first_targets.repeat(k))
+            prompt_last = h
             cache.batch_repeat_interleave(2)
             with (
                 steer(
@@ -493,11 +599,37 @@ class PrefixRunner:
                 h = self.rec.blocks_from(
                     expand_batch(cap.comp_hidden, rows, k), cap.comp_calls, rows, k, cache
                 )
-                predicts = cap.comp_predicts.repeat(k, 1)
-                rest_lp = self.rec.logprobs(h[predicts], cap.comp_targets.repeat(k))
-        nll = (
-            row_sums(rest_lp, predicts)
-            + row_sums(shared_lp, shared).repeat_interleave(2)
-            - first_lp.double()
-        )
+            nll = _nll(
+                self.rec,
+                prompt_last,
+                cap.shared_predicts.repeat(k, 1),
+                cap.shared_targets.repeat(k),
+                cap.first_targets.reshape(n, 2).repeat(k, 1),
+                h,
+                cap.comp_predicts.repeat(k, 1),
+                cap.comp_targets.repeat(k),
+            )
         return nll.reshape(k, rows)
+
+
+def _nll(
+    rec: Recorder,
+    prompt_last: Tensor,
+    shared_predicts: Tensor,
+    shared_targets: Tensor,
+    first_targets: Tensor,
+    comp_last: Tensor,
+    comp_predicts: Tensor,
+    comp_targets: Tensor,
+) -> Tensor:
+    """Per-row NLL sums ``[2 × rows of prompt_last]`` from the last block's outputs of the
+    shared-start stage and of the continuation stage."""
+    shared_lp = rec.logprobs(prompt_last[shared_predicts], shared_targets)
+    # The end of each shared start predicts the first token of both continuations.
+    first_lp = rec.logprobs(prompt_last[:, -1], first_targets).reshape(-1)
+    rest_lp = rec.logprobs(comp_last[comp_predicts], comp_targets)
+    return (
+        row_sums(rest_lp, comp_predicts)
+        + row_sums(shared_lp, shared_predicts).repeat_interleave(2)
+        - first_lp.double()
+    )

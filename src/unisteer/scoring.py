@@ -7,9 +7,9 @@ come PrefOdds and UtilOdds (:mod:`unisteer.odds`).
 The sweep is the hot loop of the project, so it avoids the naive way (one full forward pass per
 multiplier and per completion):
 
-* everything before the delta's block is computed once per sequence, without autograd, by one
-  ordinary forward pass that also records the arguments every later block receives; that pass
-  also gives the exact ``m = 0`` point;
+* everything before the delta's block is computed once per sequence, without autograd, by
+  the ordinary forward pass stopped at the delta's block (so the numbers before the site are
+  the very numbers a plain ``model(...)`` call computes);
 * blocks L..N then run on the cached block input for many multipliers at once, stacked as rows
   with a per-row ``m``; A_p and A_n of a pair sit in the same batch;
 * the output head (final norm, unembedding) runs only at the positions that predict completion
@@ -46,6 +46,7 @@ from unisteer.positions import PositionMode, Positions
 from unisteer.replay import (
     HEAD_CHUNK,
     PrefixRunner,
+    Recorder,
     StackedRunner,
     block_index_of,
     completion_targets,
@@ -143,10 +144,16 @@ def _fast_runner(
     positions: PositionMode,
 ) -> tuple[StackedRunner | PrefixRunner | None, Any]:
     """The fastest runner that reproduces this model's forward pass on ``batch`` (checked at
-    m = 0 against the ordinary forward pass, to 1e-4 + 1e-6 × NLL per completion), with its
-    capture."""
-    reference = naive_losses(model, batch, None, 0.0)
+    m = 0 against the ordinary forward pass, to 1e-4 + 1e-6 × NLL per completion, both its
+    capture and a replay), with its capture."""
     layer = block_index_of(model, delta.site)
+    # The ordinary forward pass (exactly naive_losses at m = 0), also giving block L's input.
+    hidden, _, logits = Recorder(model, layer).forward(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+    )
+    predicts, targets = completion_targets(batch)
+    reference = row_sums(token_logprobs(logits[predicts], targets), predicts)
+    del logits
     candidates: list[StackedRunner | PrefixRunner] = [
         PrefixRunner(model, layer),
         StackedRunner(model, layer),
@@ -154,13 +161,13 @@ def _fast_runner(
     for runner in candidates:
         try:
             cap = (
-                runner.capture(encoded, pad)
+                runner.capture(encoded, pad, hidden)
                 if isinstance(runner, PrefixRunner)
                 else runner.capture(batch)
             )
             if cap is None:
                 continue
-            replay = runner.run(cap, delta, [0.0], positions)[0]  # type: ignore[arg-type]
+            zero = runner.run(cap, delta, [0.0], positions)[0]  # type: ignore[arg-type]
         except Exception as e:  # an architecture the replay does not understand
             log.info(
                 "unisteer: the %s sweep path failed on %s: %s", runner.name, type(model).__name__, e
@@ -171,7 +178,7 @@ def _fast_runner(
         limit = 1e-4 + 1e-6 * reference.abs()
         err = max(
             float(((cap.base - reference).abs() - limit).max()),
-            float(((replay - reference).abs() - limit).max()),
+            float(((zero - reference).abs() - limit).max()),
         )
         if err <= 0.0:
             return runner, cap
@@ -371,12 +378,13 @@ def sweep(
                 continue
             assert delta is not None
             active: StackedRunner | PrefixRunner = runner
-            if cap is None:
-                cap = (
-                    runner.capture(sub, pad)
-                    if isinstance(runner, PrefixRunner)
-                    else runner.capture(batch)
+            if cap is None and isinstance(runner, PrefixRunner):
+                hidden = runner.rec.block_input(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
                 )
+                cap = runner.capture(sub, pad, hidden)
+            elif cap is None and isinstance(runner, StackedRunner):
+                cap = runner.capture(batch)
             if cap is None:  # A_p and A_n of some pair were given different prompt tokens
                 stacked = stacked or StackedRunner(model, runner.rec.layer)
                 active, cap = stacked, stacked.capture(batch)
