@@ -24,7 +24,7 @@ from unisteer.data import default_split
 from unisteer.data.tokens import pad_id
 from unisteer.grid import symmetric_grid
 from unisteer.odds import pref_odds, util_odds
-from unisteer.replay import shared_start
+from unisteer.replay import shared_start, site_is_block_output
 from unisteer.scoring import (
     DEFAULT_MEMORY_BUDGET,
     _row_bytes,
@@ -129,11 +129,13 @@ def main() -> None:
     naive_t, fast_t = min(times["naive"]), min(times["fast"])
     assert encoded is not None
     seq_tokens = sum(len(a.input_ids) + len(b.input_ids) for a, b in encoded)
-    # The least work the fast path needs: blocks L..N once per m for each token of the shared
-    # start of a pair (prompt and common completion start) and of each continuation, and the
+    # The least work the fast path needs: the replayed blocks once per m for each token of the
+    # shared start of a pair (prompt and common completion start) and of each continuation, and the
     # head at every completion position once per m (shared positions once).
     cfg = model.config
-    block_params = sum(p.numel() for p in unisteer.find_blocks(model)[1][layer:].parameters())
+    # A vector at a block's output: that block does not depend on m, the replay starts after it.
+    start = layer + 1 if site_is_block_output(model, delta) else layer
+    block_params = sum(p.numel() for p in unisteer.find_blocks(model)[1][start:].parameters())
     block_tokens = head_tokens = 0
     for a, b in encoded:
         k = shared_start((a, b))

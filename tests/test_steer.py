@@ -230,3 +230,37 @@ def test_bfloat16_model_keeps_float32_delta(kind: str) -> None:
         out = logits(model, ids, mask)
     assert out.dtype == torch.bfloat16 and not torch.equal(out, base)
     assert all(p.dtype == torch.float32 for p in delta.parameters())
+
+
+def test_at_site_equals_the_hook_on_the_block_output(llama: torch.nn.Module) -> None:
+    """Applying a residual delta to a block's output by hand (how a replay starting after the
+    site's block steers) gives exactly what the site hook gives, per row and per position."""
+    from unisteer.sites import find_blocks
+
+    delta = make_delta(llama, "vector")
+    block = llama.get_submodule(delta.site)
+    ids, mask = ids_and_mask()
+    seen: list[torch.Tensor] = []
+
+    def record(mod: torch.nn.Module, args: object, out: object) -> None:
+        seen.append(out[0] if isinstance(out, tuple) else out)  # type: ignore[arg-type]
+
+    handle = block.register_forward_hook(record)
+    logits(llama, ids, mask)  # the unsteered block output
+    handle.remove()
+    ms = torch.tensor([0.5, 0.0, -3.0])
+    prompt = torch.tensor([2, 4, 6])
+    with steer(llama, delta, m=ms, positions="completion", prompt_length=prompt) as s:
+        handle = block.register_forward_hook(record)  # after the steering hook: sees its output
+        try:
+            logits(llama, ids, mask)
+        finally:
+            handle.remove()
+        with s.calling(3, ids.shape[1]):
+            by_hand = s.at_site(0, seen[0])
+    assert torch.equal(by_hand, seen[1])
+    assert not torch.equal(seen[0], seen[1])
+    lora = make_delta(llama, "lora")
+    with steer(llama, lora, m=1.0) as s, pytest.raises(SteeringError, match="residual"):
+        s.at_site(0, seen[0])
+    assert find_blocks(llama)[1]  # the site is a decoder block

@@ -124,9 +124,25 @@ class _Reached(Exception):
     """Raised by a hook to end a forward pass once the wanted input has been seen."""
 
 
+def site_is_block_output(model: nn.Module, delta: Delta) -> bool:
+    """Whether the delta acts on a decoder block's output (a residual site) and a block follows
+    it: then the block itself does not depend on m, and a replay can start at the next one."""
+    path, blocks = find_blocks(model)
+    index = block_index_of(model, delta.site)
+    prefix = f"{path}." if path else ""
+    return (
+        delta.site_kind == "residual"
+        and delta.site == f"{prefix}{index}"
+        and index + 1 < len(blocks)
+    )
+
+
 @dataclass
 class Recorder:
-    """Runs one ordinary forward pass, recording block inputs and the output head."""
+    """Runs one ordinary forward pass, recording block inputs and the output head.
+
+    ``layer`` is the first block a replay runs: the one holding the delta's site, or the next
+    one when the site is that block's output."""
 
     model: nn.Module
     layer: int
@@ -307,8 +323,12 @@ class StackedRunner:
 
     name = "stacked"
 
-    def __init__(self, model: nn.Module, layer: int) -> None:
-        self.rec = Recorder(model, layer)
+    def __init__(self, model: nn.Module, layer: int, after_site: bool = False) -> None:
+        """Replays blocks ``layer``..N; with ``after_site``, the delta acts on block
+        ``layer``'s output, and the replay starts at the next block with the delta applied to
+        its input."""
+        self.after_site = after_site
+        self.rec = Recorder(model, layer + 1 if after_site else layer)
 
     def capture(self, batch: Batch) -> StackedCapture:
         predicts, targets = completion_targets(batch)
@@ -332,7 +352,10 @@ class StackedRunner:
             steer(self.rec.model, delta, m=m_rows, positions=positions, prompt_length=prompt) as s,
             s.calling(rows * k, cap.hidden.shape[1]),
         ):
-            h = self.rec.blocks_from(expand_batch(cap.hidden, rows, k), cap.calls, rows, k)
+            h = expand_batch(cap.hidden, rows, k)
+            if self.after_site:
+                h = s.at_site(0, h)
+            h = self.rec.blocks_from(h, cap.calls, rows, k)
             predicts = cap.predicts.repeat(k, 1)
             logp = self.rec.logprobs(h[predicts], cap.targets.repeat(k))
         return row_sums(logp, predicts).reshape(k, rows)
@@ -400,8 +423,10 @@ class PrefixRunner:
 
     name = "prefix"
 
-    def __init__(self, model: nn.Module, layer: int) -> None:
-        self.rec = Recorder(model, layer)
+    def __init__(self, model: nn.Module, layer: int, after_site: bool = False) -> None:
+        """As :class:`StackedRunner`."""
+        self.after_site = after_site
+        self.rec = Recorder(model, layer + 1 if after_site else layer)
         self.cache_kw = cache_keyword(model)
         # The staged pass only records arguments: skip the unembedding where the model can.
         params = inspect.signature(model.forward).parameters
@@ -567,9 +592,10 @@ class PrefixRunner:
                     steer(model, delta, m=m, positions=positions, prompt_length=c) as s,
                     s.calling(k, c, past=0),
                 ):
-                    self.rec.blocks_from(
-                        expand_batch(cap.common_hidden, 1, k), cap.common_calls, 1, k, cache
-                    )
+                    h = expand_batch(cap.common_hidden, 1, k)
+                    if self.after_site:
+                        h = s.at_site(0, h)
+                    self.rec.blocks_from(h, cap.common_calls, 1, k, cache)
                 cache.batch_repeat_interleave(n)  # row k*n + i: multiplier k, pair i
             with (
                 steer(
@@ -581,9 +607,10 @@ class PrefixRunner:
                 ) as s,
                 s.calling(n * k, tp, past=c),
             ):
-                h = self.rec.blocks_from(
-                    expand_batch(cap.prompt_hidden, n, k), cap.prompt_calls, n, k, cache
-                )
+                h = expand_batch(cap.prompt_hidden, n, k)
+                if self.after_site:
+                    h = s.at_site(0, h)
+                h = self.rec.blocks_from(h, cap.prompt_calls, n, k, cache)
             prompt_last = h
             cache.batch_repeat_interleave(2)
             with (
@@ -596,9 +623,10 @@ class PrefixRunner:
                 ) as s,
                 s.calling(rows * k, tc, past=c + tp),
             ):
-                h = self.rec.blocks_from(
-                    expand_batch(cap.comp_hidden, rows, k), cap.comp_calls, rows, k, cache
-                )
+                h = expand_batch(cap.comp_hidden, rows, k)
+                if self.after_site:
+                    h = s.at_site(0, h)
+                h = self.rec.blocks_from(h, cap.comp_calls, rows, k, cache)
             nll = _nll(
                 self.rec,
                 prompt_last,

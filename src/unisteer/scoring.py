@@ -51,6 +51,7 @@ from unisteer.replay import (
     block_index_of,
     completion_targets,
     row_sums,
+    site_is_block_output,
 )
 from unisteer.steer import steer
 
@@ -147,16 +148,18 @@ def _fast_runner(
     m = 0 against the ordinary forward pass, to 1e-4 + 1e-6 × NLL per completion, both its
     capture and a replay), with its capture."""
     layer = block_index_of(model, delta.site)
-    # The ordinary forward pass (exactly naive_losses at m = 0), also giving block L's input.
-    hidden, _, logits = Recorder(model, layer).forward(
+    after = site_is_block_output(model, delta)
+    # The ordinary forward pass (exactly naive_losses at m = 0), also giving the input of the
+    # first block a replay runs.
+    hidden, _, logits = Recorder(model, layer + 1 if after else layer).forward(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask
     )
     predicts, targets = completion_targets(batch)
     reference = row_sums(token_logprobs(logits[predicts], targets), predicts)
     del logits
     candidates: list[StackedRunner | PrefixRunner] = [
-        PrefixRunner(model, layer),
-        StackedRunner(model, layer),
+        PrefixRunner(model, layer, after),
+        StackedRunner(model, layer, after),
     ]
     for runner in candidates:
         try:
@@ -386,7 +389,9 @@ def sweep(
             elif cap is None and isinstance(runner, StackedRunner):
                 cap = runner.capture(batch)
             if cap is None:  # A_p and A_n of some pair were given different prompt tokens
-                stacked = stacked or StackedRunner(model, runner.rec.layer)
+                stacked = stacked or StackedRunner(
+                    model, block_index_of(model, delta.site), runner.after_site
+                )
                 active, cap = stacked, stacked.capture(batch)
             for j, m in enumerate(grid):
                 if m == 0.0:

@@ -192,6 +192,17 @@ class Steering:
             return columns, batch, True
         return torch.arange(1), y.shape[0], False
 
+    def at_site(self, index: int, y: Tensor) -> Tensor:
+        """What delta ``index`` makes of its site's output ``y``, for a caller that has the
+        output without running the site's module (a replay that starts after the block whose
+        output is the site). Residual sites only; use inside :meth:`calling`."""
+        delta = self.deltas[index]
+        if delta.site_kind != "residual":
+            raise SteeringError(f"at_site needs a residual site, not {delta.site!r}")
+        hook = self._site_hook(delta, self.multipliers[index], self.ops[index])
+        out = hook(self.model.get_submodule(delta.site), (y,), y)
+        return y if out is None else cast(Tensor, out)
+
     @contextmanager
     def calling(self, batch: int, n_tokens: int, past: int = 0) -> Iterator[None]:
         """Declare the layout of a call that bypasses the model's own ``forward`` (e.g. running
