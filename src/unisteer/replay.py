@@ -262,11 +262,13 @@ class Recorder:
     def logprobs(self, h: Tensor, targets: Tensor, chunk: int = HEAD_CHUNK) -> Tensor:
         """Log-probabilities (float64) of ``targets`` from final hidden states ``h[n, d]``,
         ``chunk`` positions at a time; ``targets[n]``, or ``targets[n, j]`` for ``j`` tokens
-        predicted by the same position (the head runs once for them). When the head ends in
-        a linear unembedding, its logits are never held whole (see
-        :func:`unisteer.logprob.unembed_logprobs`); otherwise at most ``chunk × vocab``."""
+        predicted by the same position (the head runs once for them). Differentiable when
+        autograd is on. Without autograd, when the head ends in a linear unembedding, its
+        logits are never held whole (see :func:`unisteer.logprob.unembed_logprobs`);
+        otherwise at most ``chunk × vocab`` of them are."""
         *body, last = self.head if self.head else [nn.Identity()]
-        unembed = last if type(last) is nn.Linear else None
+        graph = torch.is_grad_enabled() and h.requires_grad
+        unembed = last if type(last) is nn.Linear and not graph else None
         if unembed is None:
             body = list(self.head)
         parts = []
