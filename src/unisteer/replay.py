@@ -1,20 +1,24 @@
 """Re-running the blocks after a delta's site on cached inputs, for many multipliers at once.
 
 The model is frozen and the delta sits in block L, so everything before block L does not
-depend on the multiplier. One ordinary forward pass records block L's input and the arguments
-each block L..N receives (attention masks, position embeddings...: whatever the architecture
-passes). Replaying blocks L..N on that input, with the batch repeated once per multiplier and a
-per-row ``m``, then gives every point of a sweep. The output head (final norm, unembedding) is
-found the same way, by recording which modules run after the last block, and is applied only at
-positions that predict completion tokens.
+depend on the multiplier (nor does block L itself when the site is its output: then the replay
+starts at block L + 1, and the delta is applied to that block's input). One ordinary forward
+pass records the first replayed block's input and the arguments each later block receives
+(attention masks, position embeddings...: whatever the architecture passes). Replaying those
+blocks on that input, with the batch repeated once per multiplier and a per-row ``m``, then
+gives every point of a sweep. The output head (final norm, unembedding) is found the same way,
+by recording which modules run after the last block, and is applied only at positions that
+predict completion tokens.
 
 Two runners:
 
 * :class:`PrefixRunner` (preferred): what sequences share runs once per multiplier, through
   the KV cache: the start common to the whole batch (a chat template's system turn), each
   pair's prompt with the start its two completions have in common, then the two
-  continuations.
-* :class:`StackedRunner`: A_p and A_n are two full rows (prompt included).
+  continuations. Each stage's input is cut from the ordinary forward pass's, so only the
+  replayed blocks are computed in another order than in a plain ``model(...)`` call.
+* :class:`StackedRunner`: A_p and A_n are two full rows (prompt included), at about twice
+  the work (on the default model it reproduced the ordinary forward pass bit for bit).
 
 Both are checked against the ordinary forward pass before they are trusted (see
 :mod:`unisteer.scoring`).
