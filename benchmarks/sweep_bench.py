@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 import unisteer
+from unisteer.core.sites import site_is_block_output
 from unisteer.data import default_split
 from unisteer.data.tokens import pad_id
-from unisteer.grid import symmetric_grid
-from unisteer.odds import pref_odds, util_odds
-from unisteer.replay import shared_start, site_is_block_output
-from unisteer.scoring import (
+from unisteer.replay.prefix import shared_start
+from unisteer.scoring.grid import symmetric_grid
+from unisteer.scoring.odds import pref_odds, util_odds
+from unisteer.scoring.sweep import (
     DEFAULT_MEMORY_BUDGET,
     _row_bytes,
     encode_pairs,
@@ -69,7 +70,8 @@ def float32_floor(model, tok, pairs) -> tuple[float, float]:  # type: ignore[no-
     agreement check: two float32 paths cannot agree better than each is accurate."""
     import copy
 
-    from unisteer.replay import PrefixRunner, completion_targets, row_sums
+    from unisteer.replay.logprob import completion_targets, row_sums
+    from unisteer.replay.prefix import PrefixRunner
 
     encoded = encode_pairs(tok, pairs)
     batch = pair_batch(encoded, list(range(len(pairs))), pad_id(tok))

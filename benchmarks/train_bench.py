@@ -32,9 +32,9 @@ import torch
 
 import unisteer
 from unisteer.data import default_split
-from unisteer.objectives import make_objective
-from unisteer.train import _drawer, _step_generator, middle_layer
-from unisteer.train_forward import TrainBatch, prepare, row_scores
+from unisteer.training.batches import TrainBatch, prepare, row_scores
+from unisteer.training.objectives import make_objective
+from unisteer.training.trainer import _drawer, _step_generator, middle_layer
 
 
 def epoch(

@@ -21,8 +21,9 @@ from pathlib import Path
 import unisteer
 from unisteer.data import PairSet
 from unisteer.data.axbench import read_axbench
-from unisteer.evaluate.eval_cli import eval_axbench, make_judge
-from unisteer.train import train
+from unisteer.evaluate.commands import eval_axbench, make_judge
+from unisteer.generation import base_responder
+from unisteer.training.trainer import train
 
 CONCEPTS = (
     Path(__file__).resolve().parents[1].parent / "shared/data/axbench/concept10/prod_2b_l10_v1"
@@ -50,7 +51,9 @@ def main() -> None:
         for cid in ids:
             where = args.out / "deltas" / method / str(cid)
             if not (where / "delta.json").is_file():
-                pairs = read_axbench(args.data / "generate", model, tok, concept_ids=[cid])
+                pairs = read_axbench(
+                    args.data / "generate", base_responder(model, tok), concept_ids=[cid]
+                )
                 order = list(range(len(pairs)))
                 random.Random(cid).shuffle(order)
                 chosen = PairSet([pairs[i] for i in order[: args.pairs]], name=pairs.name)
@@ -58,7 +61,7 @@ def main() -> None:
                     model, tok, chosen, kind="vector", objective=method, epochs=args.epochs
                 )
                 delta.meta["concept_id"] = cid
-                delta.save(where)
+                unisteer.save_delta(delta, where)
             dirs[str(cid)] = where
         report = eval_axbench(
             model,

@@ -16,9 +16,9 @@ import numpy as np
 
 import unisteer
 from unisteer.data import DEFAULT_CONCEPTS, default_split
-from unisteer.objectives import diffmean
-from unisteer.scoring import sweep
-from unisteer.train import middle_layer
+from unisteer.scoring.sweep import sweep
+from unisteer.training.objectives import diffmean
+from unisteer.training.trainer import middle_layer
 
 
 def main() -> None:

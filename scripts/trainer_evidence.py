@@ -18,7 +18,7 @@ import pandas as pd
 
 import unisteer
 from unisteer.data import load_pairs
-from unisteer.scoring import sweep
+from unisteer.scoring.sweep import sweep
 
 
 def main() -> None:

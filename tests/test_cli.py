@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+from unisteer import save_delta
 from unisteer.cli import main
-from unisteer.demo import DemoResult, format_side_by_side
+from unisteer.experiment.demo import DemoResult, format_side_by_side
 
 
 def test_version() -> None:
@@ -100,7 +101,7 @@ def test_sweep_command_end_to_end(tmp_path, capsys) -> None:  # type: ignore[no-
     model.save_pretrained(tmp_path / "model")
     tok = word_tokenizer(chat_template=CHATML)
     tok.save_pretrained(tmp_path / "model")
-    make_delta(model, "lora").save(tmp_path / "delta")
+    save_delta(make_delta(model, "lora"), tmp_path / "delta")
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in random_pairs(5)))
     args = [

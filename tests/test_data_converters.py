@@ -19,6 +19,7 @@ from unisteer.data import (
 )
 from unisteer.data.sources import load_pairs
 from unisteer.errors import DataError
+from unisteer.generation import base_responder
 
 from tiny_models import tiny_model
 
@@ -128,13 +129,10 @@ def test_axbench_pairs_with_cached_base_responses(shared_data: Path, tmp_path: P
     torch.manual_seed(0)
     pairs = read_axbench(
         path,
-        model,
-        tok,
+        base_responder(
+            model, tok, cache_dir=tmp_path, max_new_tokens=4, batch_size=16, progress=False
+        ),
         concept_ids=[0, 3],
-        cache_dir=tmp_path,
-        max_new_tokens=4,
-        batch_size=16,
-        progress=False,
     )
     assert len(pairs) == 144  # 72 positives per concept
     assert {p.meta["concept_id"] for p in pairs} == {0, 3}
@@ -142,13 +140,10 @@ def test_axbench_pairs_with_cached_base_responses(shared_data: Path, tmp_path: P
     again = CountingModel(model.model)
     pairs2 = read_axbench(
         path,
-        again,
-        tok,
+        base_responder(
+            again, tok, cache_dir=tmp_path, max_new_tokens=4, batch_size=16, progress=False
+        ),
         concept_ids=[0, 3],
-        cache_dir=tmp_path,
-        max_new_tokens=4,
-        batch_size=16,
-        progress=False,
     )
     assert again.calls == 0  # everything came from the cache
     assert [p.negative for p in pairs2] == [p.negative for p in pairs]
@@ -162,14 +157,11 @@ def test_axbench_pairs_with_cached_base_responses(shared_data: Path, tmp_path: P
     third = CountingModel(model.model)
     read_axbench(
         path,
-        third,
-        tok,
+        base_responder(
+            third, tok, cache_dir=tmp_path, max_new_tokens=5, batch_size=72, progress=False
+        ),
         concept_ids=[0],
-        cache_dir=tmp_path,
-        max_new_tokens=5,
-        batch_size=72,
-        progress=False,
     )
     assert third.calls == 1
     with pytest.raises(DataError, match=r"no concept ids \[99\]"):
-        read_axbench(path, model, tok, concept_ids=[99], cache_dir=tmp_path)
+        read_axbench(path, base_responder(model, tok, cache_dir=tmp_path), concept_ids=[99])

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unisteer import Delta
-from unisteer.delta import add_scaled
+from unisteer.core.delta import add_scaled
 
 from conftest import randomize
 

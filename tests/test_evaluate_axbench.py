@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from unisteer.errors import DataError
-from unisteer.evaluate.axbench import (
+from unisteer.evaluate.axbench.concepts import Concept, read_concepts
+from unisteer.evaluate.axbench.protocol import (
     AXBENCH_FACTORS,
     VECTOR_FACTORS,
     add_harmonic_mean,
@@ -28,7 +29,6 @@ from unisteer.evaluate.axbench import (
     summarize,
     winrate,
 )
-from unisteer.evaluate.concepts import Concept, read_concepts
 
 # -- synthetic AxBench-style concept data -------------------------------------------------------
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from unisteer.evaluate.http_judge import HTTPJudge
-from unisteer.evaluate.judge import JudgeError, RatingRequest
-from unisteer.evaluate.prompts import build_prompt, parse_rating
+from unisteer.evaluate.judges.base import JudgeError, RatingRequest
+from unisteer.evaluate.judges.http import HTTPJudge
+from unisteer.evaluate.judges.prompts import build_prompt, parse_rating
 
 KEY = "sk-test-7f3a9c-SECRET-KEY-do-not-leak"
 ENV = "UNISTEER_TEST_JUDGE_KEY"

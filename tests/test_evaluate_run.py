@@ -27,10 +27,10 @@ from unisteer.evaluate import (
     rescore,
 )
 from unisteer.evaluate.accuracy import accuracy_by_m
-from unisteer.evaluate.eval_cli import delta_dirs_by_concept, resolve_concept
-from unisteer.evaluate.prompts import Criterion
-from unisteer.evaluate.store import EvalStore
-from unisteer.scoring import score_pairs
+from unisteer.evaluate.axbench.store import EvalStore
+from unisteer.evaluate.commands import delta_dirs_by_concept, resolve_concept
+from unisteer.evaluate.judges.prompts import Criterion
+from unisteer.scoring.sweep import score_pairs
 
 from conftest import make_delta
 from tiny_models import tiny_model
@@ -221,11 +221,11 @@ def test_saved_deltas_by_concept(
 ) -> None:
     model, tok, _ = setup
     d = unisteer.new_delta(model, "vector", 1, meta={"concept_id": 1})
-    d.save(tmp_path / "d1")
-    unisteer.new_delta(model, "vector", 1).save(tmp_path / "concept_0")
+    unisteer.save_delta(d, tmp_path / "d1")
+    unisteer.save_delta(unisteer.new_delta(model, "vector", 1), tmp_path / "concept_0")
     found = delta_dirs_by_concept([tmp_path / "d1", tmp_path / "concept_0"])
     assert found == {"1": tmp_path / "d1", "concept_0": tmp_path / "concept_0"}
-    from unisteer.evaluate.concepts import read_concepts
+    from unisteer.evaluate.axbench.concepts import read_concepts
 
     concepts = read_concepts(concept_dir)
     assert resolve_concept("concept_0", concepts).concept_id == 0
@@ -273,7 +273,7 @@ def test_eval_accuracy_writes_and_resumes(tmp_path: Path, monkeypatch: pytest.Mo
     tok = word_tokenizer(chat_template=CHATML)
     pairs = yes_no_pairs()
     delta = make_delta(model, "lora", layer=1)
-    delta.save(tmp_path / "saved")
+    unisteer.save_delta(delta, tmp_path / "saved")
     deltas: dict[str, Any] = {"base": None, "lora": delta, "saved": tmp_path / "saved"}
     result = eval_accuracy(model, tok, pairs, deltas, [-1.0, 1.0], tmp_path / "out", progress=False)
     assert set(result["delta"]) == {"base", "lora", "saved"}
@@ -282,7 +282,7 @@ def test_eval_accuracy_writes_and_resumes(tmp_path: Path, monkeypatch: pytest.Mo
     saved = result[result.delta == "saved"].reset_index(drop=True)
     pd.testing.assert_series_equal(lora["accuracy"], saved["accuracy"])
     assert (tmp_path / "out" / "accuracy.json").is_file()
-    import unisteer.evaluate.eval_cli as cli_module
+    import unisteer.evaluate.commands as cli_module
 
     calls: list[Sequence[float]] = []
     real = cli_module.accuracy_by_m

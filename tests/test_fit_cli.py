@@ -10,7 +10,7 @@ import pytest
 
 from unisteer.fit import FitError
 from unisteer.fit.synthetic import EXAMPLE_PREFERENCE, EXAMPLE_UTILITY, synthetic_table
-from unisteer.fit_cli import fit_command
+from unisteer.report.fit_outputs import fit_command
 
 M = np.linspace(-30, 30, 21)
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tiny_tokenizers import CHATML, word_tokenizer
-from unisteer.generate import RowSampler, generate, generate_detailed, generate_text, row_seed
+from unisteer.generation import RowSampler, generate, generate_detailed, generate_text, row_seed
 
 from conftest import make_delta
 from tiny_models import ARCHS, tiny_model

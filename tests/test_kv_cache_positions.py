@@ -20,7 +20,7 @@ from unisteer import steer
 from conftest import make_delta
 from tiny_models import ARCHS, tiny_model
 
-steer_module = importlib.import_module("unisteer.steer")  # the package re-exports steer()
+steer_module = importlib.import_module("unisteer.core.steer")  # the package re-exports steer()
 KINDS = ("vector", "lora", "local_weight")
 MODES = ("all", "prompt", "completion", "mask", "per_token_m")
 NEW = 4

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unisteer.logprob import token_logprobs, unembed_logprobs
+from unisteer.replay.logprob import token_logprobs, unembed_logprobs
 
 
 def reference(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

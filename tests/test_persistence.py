@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 import unisteer
-from unisteer import DeltaLoadError, load_delta, steer
+from unisteer import DeltaLoadError, load_delta, save_delta, steer
 
 from conftest import make_delta
 from tiny_models import tiny_model
@@ -23,7 +23,7 @@ def test_round_trip_preserves_numbers_and_metadata(tmp_path: Path, kind: str) ->
     model = tiny_model("llama")
     delta = make_delta(model, kind)
     delta.meta = {"objective": "split", "hparams": {"lr": 0.01}, "m_range": [-3.0, 3.0]}
-    delta.save(tmp_path / "d")
+    save_delta(delta, tmp_path / "d")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["delta.json", "delta.safetensors"]
     meta = json.loads((tmp_path / "d" / "delta.json").read_text())
     assert meta["kind"] == kind and meta["site"] == delta.site and meta["layer"] == 1
@@ -47,13 +47,13 @@ def test_round_trip_preserves_numbers_and_metadata(tmp_path: Path, kind: str) ->
     assert torch.equal(a, b)
     # Loading by file name works too; saving again overwrites cleanly.
     load_delta(tmp_path / "d" / "delta.json")
-    loaded.save(tmp_path / "d")
+    save_delta(loaded, tmp_path / "d")
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["delta.json", "delta.safetensors"]
 
 
 def test_other_shapes_are_refused_with_the_shapes(tmp_path: Path) -> None:
     model = tiny_model("llama")
-    make_delta(model, "lora").save(tmp_path / "d")
+    save_delta(make_delta(model, "lora"), tmp_path / "d")
     other = AutoModelForCausalLM.from_config(
         LlamaConfig(
             vocab_size=96,
@@ -70,7 +70,7 @@ def test_other_shapes_are_refused_with_the_shapes(tmp_path: Path) -> None:
 
 def test_other_fingerprint_is_refused_and_can_be_overridden(tmp_path: Path) -> None:
     model = tiny_model("llama")
-    make_delta(model, "vector").save(tmp_path / "d")
+    save_delta(make_delta(model, "vector"), tmp_path / "d")
     config = model.config
     config_dict = config.to_dict()
     config_dict["rope_parameters"] = {"rope_type": "default", "rope_theta": 1234.0}
@@ -93,7 +93,7 @@ def test_tokenizer_mismatch_is_named(tmp_path: Path) -> None:
 
     model = tiny_model("llama")
     d = unisteer.new_delta(model, "vector", 1, tokenizer=Tok({"a": 0, "b": 1}))
-    d.save(tmp_path / "d")
+    save_delta(d, tmp_path / "d")
     load_delta(tmp_path / "d", model, tokenizer=Tok({"a": 0, "b": 1}))
     with pytest.raises(DeltaLoadError, match="the tokenizer differs"):
         load_delta(tmp_path / "d", model, tokenizer=Tok({"a": 0, "c": 1}))
@@ -112,7 +112,7 @@ def test_pickles_are_refused(tmp_path: Path) -> None:
 def test_damaged_directories_are_detected(tmp_path: Path) -> None:
     model = tiny_model("llama")
     d = make_delta(model, "local_weight")
-    d.save(tmp_path / "d")
+    save_delta(d, tmp_path / "d")
     meta_path = tmp_path / "d" / "delta.json"
     tensors_path = tmp_path / "d" / "delta.safetensors"
     original_meta = meta_path.read_text()
@@ -157,15 +157,15 @@ def test_damaged_directories_are_detected(tmp_path: Path) -> None:
 def test_failed_save_leaves_previous_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = tiny_model("llama")
     d = make_delta(model, "vector")
-    d.save(tmp_path / "d")
+    save_delta(d, tmp_path / "d")
     before = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
     d.meta = {"bad": object()}
     with pytest.raises(ValueError, match="JSON-serialisable"):
-        d.save(tmp_path / "d")
+        save_delta(d, tmp_path / "d")
     after = {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()}
     assert after == before
 
-    import unisteer.atomic as atomic
+    import unisteer.files as atomic
 
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
@@ -173,5 +173,5 @@ def test_failed_save_leaves_previous_files(tmp_path: Path, monkeypatch: pytest.M
     d.meta = {}
     monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        d.save(tmp_path / "d")
+        save_delta(d, tmp_path / "d")
     assert {p.name: p.read_bytes() for p in (tmp_path / "d").iterdir()} == before

@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from unisteer.fit import CurveFit, SweepFit, choose_multiplier
 from unisteer.fit.synthetic import EXAMPLE_PREFERENCE, EXAMPLE_UTILITY, synthetic_table
-from unisteer.plots import plot_frontier, plot_sweep_fit
+from unisteer.report.plots import plot_frontier, plot_sweep_fit
 
 M = np.linspace(-30, 30, 21)
 

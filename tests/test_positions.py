@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unisteer import SteeringError
-from unisteer.positions import token_scale
+from unisteer.core.positions import token_scale
 
 
 def test_modes_by_hand() -> None:

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from tiny_tokenizers import CHATML, WORDS, word_tokenizer
 from unisteer.data import PolarityPair, collate, encode_pair
-from unisteer.odds import log1mexp, pref_odds, util_odds
-from unisteer.replay import Recorder
-from unisteer.scoring import score_pairs, sweep
+from unisteer.replay.recorder import Recorder
+from unisteer.scoring.odds import log1mexp, pref_odds, util_odds
+from unisteer.scoring.sweep import score_pairs, sweep
 
 from conftest import make_delta
 from tiny_models import ARCHS, tiny_model
@@ -146,7 +146,7 @@ def pairs_with_shared_starts() -> list[PolarityPair]:
 def test_shared_completion_starts_are_scored_exactly(
     arch: str, positions: str, kind: str, tok
 ) -> None:  # type: ignore[no-untyped-def]
-    from unisteer.replay import common_start, shared_start
+    from unisteer.replay.prefix import common_start, shared_start
 
     model = tiny_model(arch)
     delta = make_delta(model, kind, layer=2)

@@ -8,7 +8,7 @@ from torch import nn
 
 import unisteer
 from unisteer import SiteError
-from unisteer.sites import candidate_sites, find_blocks, resolve_site
+from unisteer.core.sites import candidate_sites, find_blocks, resolve_site
 
 from tiny_models import ARCHS, BLOCKS, DOWN_PROJ, HIDDEN, LAYERS, tiny_model
 

@@ -235,7 +235,7 @@ def test_bfloat16_model_keeps_float32_delta(kind: str) -> None:
 def test_at_site_equals_the_hook_on_the_block_output(llama: torch.nn.Module) -> None:
     """Applying a residual delta to a block's output by hand (how a replay starting after the
     site's block steers) gives exactly what the site hook gives, per row and per position."""
-    from unisteer.sites import find_blocks
+    from unisteer.core.sites import find_blocks
 
     delta = make_delta(llama, "vector")
     block = llama.get_submodule(delta.site)

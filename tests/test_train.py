@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 import torch
 
-import unisteer.train as train_module
+import unisteer.training.trainer as train_module
 from test_scoring import random_pairs
 from tiny_tokenizers import CHATML, word_tokenizer
-from unisteer.checkpoint import CheckpointError
 from unisteer.data import collate, encode_pair
-from unisteer.objectives import diffmean, make_objective
-from unisteer.train import TrainingDiverged, train
-from unisteer.train_config import PRESETS, make_config, preset_kind_objective
-from unisteer.train_forward import prepare, row_scores
+from unisteer.training.batches import prepare, row_scores
+from unisteer.training.checkpoint import CheckpointError
+from unisteer.training.config import PRESETS, make_config, preset_kind_objective
+from unisteer.training.objectives import diffmean, make_objective
+from unisteer.training.trainer import TrainingDiverged, train
 
 from conftest import make_delta
 from tiny_models import tiny_model
@@ -328,7 +328,7 @@ def test_collate_rows_match_encoding(tok: Any) -> None:
 def test_cache_shares_the_capture_across_objectives_and_kinds(
     tok: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import unisteer.train_forward as tf
+    import unisteer.training.batches as tf
 
     model = tiny_model("llama")
     pairs = random_pairs(6)
@@ -340,7 +340,7 @@ def test_cache_shares_the_capture_across_objectives_and_kinds(
         return real(self, batch)
 
     monkeypatch.setattr(tf.StackedRunner, "capture", counting)
-    cache: dict[Any, Any] = {}
+    cache = tf.PrepareCache()
     shared = []
     for kind, objective in [("vector", "split"), ("lora", "sft"), ("local_weight", "reps")]:
         shared.append(
@@ -361,3 +361,18 @@ def test_cache_shares_the_capture_across_objectives_and_kinds(
         model, tok, pairs, kind="lora", objective="sft", layer=1, epochs=1, progress=False
     )
     assert torch.equal(alone.lora_B, shared[1].lora_B)
+    # Entries belong to the model object, not to its config or id: another model with the same
+    # config gets captures of its own.
+    other = tiny_model("llama")
+    train(
+        other,
+        tok,
+        pairs,
+        kind="vector",
+        objective="sft",
+        layer=1,
+        epochs=1,
+        progress=False,
+        cache=cache,
+    )
+    assert captures["n"] == 2 + 2 + 2  # `alone` (no cache) and `other` captured for themselves

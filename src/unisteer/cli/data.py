@@ -52,14 +52,18 @@ def load_source(
 ) -> PairSet:
     from unisteer.data.sources import load_pairs
 
+    respond = None
+    if model is not None:
+        from unisteer.generation import base_responder
+
+        respond = base_responder(model, tokenizer)
     return load_pairs(
         path,
         format=args.format,
         fields=field_map(args.field),
         invert=args.invert,
         strict=strict,
-        model=model,
-        tokenizer=tokenizer,
+        respond=respond,
     )
 
 
@@ -94,7 +98,7 @@ def inspect(args: argparse.Namespace) -> int:
 
     model = tokenizer = None
     if args.model:
-        from unisteer.models import load_model
+        from unisteer.model.load import load_model
 
         model, tokenizer = load_model(args.model)
     pairs = load_source(args, args.path, strict=False, model=model, tokenizer=tokenizer)

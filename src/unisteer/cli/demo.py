@@ -7,7 +7,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from unisteer.models import DEFAULT_MODEL
+    from unisteer.model.load import DEFAULT_MODEL
 
     p = sub.add_parser(
         "demo", help="load the default model and print an unsteered and a steered completion"
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unisteer.demo import format_side_by_side, run_demo
+    from unisteer.experiment.demo import format_side_by_side, run_demo
 
     result = run_demo(
         args.model, prompt=args.prompt, strength=args.strength, max_new_tokens=args.max_new_tokens

@@ -13,7 +13,7 @@ from unisteer.errors import UsageError
 def _grid(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
-    from unisteer.grid import parse_grid
+    from unisteer.scoring.grid import parse_grid
 
     try:
         return parse_grid(text)
@@ -22,7 +22,7 @@ def _grid(text: str | None, what: str) -> list[float] | None:
 
 
 def register(sub: Any) -> None:
-    from unisteer.models import DEFAULT_MODEL
+    from unisteer.model.load import DEFAULT_MODEL
 
     ev = sub.add_parser("eval", help="evaluate deltas: AxBench generation, or pair accuracy")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
@@ -79,10 +79,10 @@ def register(sub: Any) -> None:
 
 
 def axbench(args: argparse.Namespace) -> int:
-    from unisteer.evaluate.axbench import AxBenchSettings
-    from unisteer.evaluate.axbench_run import AxBenchReport, rescore
-    from unisteer.evaluate.eval_cli import delta_dirs_by_concept, eval_axbench, make_judge
-    from unisteer.models import load_model
+    from unisteer.evaluate.axbench.protocol import AxBenchSettings
+    from unisteer.evaluate.axbench.run import AxBenchReport, rescore
+    from unisteer.evaluate.commands import delta_dirs_by_concept, eval_axbench, make_judge
+    from unisteer.model.load import load_model
 
     model, tokenizer = load_model(args.model)
     ids = [int(x) for x in args.concept_ids.split(",")] if args.concept_ids else None
@@ -142,8 +142,8 @@ def axbench(args: argparse.Namespace) -> int:
 
 
 def accuracy(args: argparse.Namespace) -> int:
-    from unisteer.evaluate.eval_cli import eval_accuracy
-    from unisteer.models import load_model
+    from unisteer.evaluate.commands import eval_accuracy
+    from unisteer.model.load import load_model
 
     model, tokenizer = load_model(args.model)
     pairs = pick_split(load_source(args, args.data), args.split)

@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unisteer.fit_cli import fit_command
+    from unisteer.report.fit_outputs import fit_command
 
     result = fit_command(
         args.sweep,

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     exp = with_profile(exp, "quick" if args.quick else "full" if args.full else "normal")
     results = run_experiment(exp, out=args.out, progress=not args.no_progress)
     out = Path(args.out if args.out is not None else exp.output)
-    from unisteer.report import summary_markdown
+    from unisteer.report.html import summary_markdown
 
     print()
     print(summary_markdown(results))

@@ -11,7 +11,7 @@ from unisteer.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    from unisteer.models import DEFAULT_MODEL
+    from unisteer.model.load import DEFAULT_MODEL
 
     p = sub.add_parser("sweep", help="PrefOdds and UtilOdds of a saved delta over a grid of m")
     p.add_argument("--model", default=DEFAULT_MODEL)
@@ -43,10 +43,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unisteer.grid import parse_grid
-    from unisteer.models import load_model
-    from unisteer.persistence import load_delta
-    from unisteer.scoring import sweep
+    from unisteer.core.io import load_delta
+    from unisteer.model.load import load_model
+    from unisteer.scoring.grid import parse_grid
+    from unisteer.scoring.sweep import sweep
 
     model, tokenizer = load_model(args.model)
     delta = load_delta(args.delta, model, tokenizer=tokenizer)

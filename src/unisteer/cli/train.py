@@ -12,7 +12,7 @@ from unisteer.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    from unisteer.models import DEFAULT_MODEL
+    from unisteer.model.load import DEFAULT_MODEL
 
     p = sub.add_parser("train", help="train a vector, LoRA or local-weight delta")
     p.add_argument("--model", default=DEFAULT_MODEL, help="built-in name, directory or HF id")
@@ -70,9 +70,10 @@ def _multipliers(text: str | None) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unisteer.atomic import write_text_atomic
-    from unisteer.models import load_model
-    from unisteer.train import TrainingDiverged, train
+    from unisteer.core.io import save_delta
+    from unisteer.files import write_text_atomic
+    from unisteer.model.load import load_model
+    from unisteer.training.trainer import TrainingDiverged, train
 
     if not 0.0 <= args.val_fraction < 1.0:
         raise UsageError("argument --val-fraction: must be in [0, 1)")
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"unisteer: error: {e}")
         status = 2
     delta.meta["data"] = args.data
-    delta.save(out)
+    save_delta(delta, out)
     log = {
         k: delta.meta.get(k)
         for k in ("objective", "hparams", "preset", "history", "validation", "diverged")

@@ -1,9 +1,11 @@
 """Polarity-paired data: types, readers, converters, chat formatting and tokenisation."""
 
+from typing import TYPE_CHECKING
+
 from unisteer.data.anthropic import read_advanced_ai_risk, read_anthropic, read_persona
 from unisteer.data.axbench import read_axbench
-from unisteer.data.builtin import DEFAULT_CONCEPTS, default_dataset, default_split
 from unisteer.data.caa import read_caa_ab
+from unisteer.data.default import DEFAULT_CONCEPTS, default_dataset, default_split
 from unisteer.data.pairs import PairSet, PolarityPair
 from unisteer.data.problems import Problem
 from unisteer.data.readers import (
@@ -15,7 +17,16 @@ from unisteer.data.readers import (
     read_parquet,
 )
 from unisteer.data.sources import load_pairs
-from unisteer.data.tokens import Batch, Encoded, collate, encode, encode_pair
+from unisteer.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from unisteer.data.tokens import Batch, Encoded, collate, encode, encode_pair
+
+# Tokenisation needs torch; the readers and converters do not.
+_TOKENS = dict.fromkeys(
+    ("Batch", "Encoded", "collate", "encode", "encode_pair"), "unisteer.data.tokens"
+)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _TOKENS)
 
 __all__ = [
     "DEFAULT_CONCEPTS",

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from unisteer.atomic import write_text_atomic
 from unisteer.data.problems import Problem
 from unisteer.errors import DataError
+from unisteer.files import write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from unisteer.data.anthropic import read_advanced_ai_risk, read_persona
-from unisteer.data.axbench import read_axbench
-from unisteer.data.builtin import default_dataset
+from unisteer.data.axbench import Responder, read_axbench
 from unisteer.data.caa import read_caa_ab
+from unisteer.data.default import default_dataset
 from unisteer.data.pairs import PairSet
 from unisteer.data.readers import read_hf_dataset, read_pairs
 from unisteer.errors import DataError
@@ -60,16 +60,16 @@ def load_pairs(
     fields: Mapping[str, str] | None = None,
     invert: bool | None = None,
     strict: bool = True,
-    model: Any | None = None,
-    tokenizer: Any | None = None,
+    respond: Responder | None = None,
     **kwargs: Any,
 ) -> PairSet:
     """Read pairs from ``source``.
 
     ``"default"`` or ``"default:CONCEPT"`` is the project's own dataset. Otherwise ``format``
     picks the reader (``auto`` looks at the suffix and the first record); ``invert`` sets
-    the polarity of Anthropic / CAA multiple-choice files; ``axbench`` needs ``model`` and
-    ``tokenizer`` to generate the negatives.
+    the polarity of Anthropic / CAA multiple-choice files; ``axbench`` needs ``respond``, which
+    gives the base model's responses used as negatives (see
+    :func:`unisteer.generation.base_responder`).
     """
     if format not in FORMATS:
         raise DataError(f"unknown format {format!r}; expected one of {FORMATS}")
@@ -90,6 +90,9 @@ def load_pairs(
         return read_advanced_ai_risk(path, invert=invert, strict=strict)
     if fmt == "caa-ab":
         return read_caa_ab(path, invert=invert, strict=strict)
-    if model is None or tokenizer is None:
-        raise DataError("format 'axbench' needs a model and tokenizer to write the negatives")
-    return read_axbench(path, model, tokenizer, strict=strict, **kwargs)
+    if respond is None:
+        raise DataError(
+            "format 'axbench' needs the base model's responses as negatives: pass a model "
+            "(e.g. --model) so they can be generated"
+        )
+    return read_axbench(path, respond, strict=strict, **kwargs)

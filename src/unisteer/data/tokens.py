@@ -168,3 +168,23 @@ def pad_id(tokenizer: Any) -> int:
         if isinstance(value, int):
             return value
     return 0
+
+
+def encode_pairs(
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    *,
+    include_suffix: bool = False,
+    system_prompt: str | None = None,
+) -> list[tuple[Encoded, Encoded]]:
+    return [
+        encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
+        for p in pairs
+    ]
+
+
+def pair_batch(
+    encoded: Sequence[tuple[Encoded, Encoded]], indices: Sequence[int], pad: int
+) -> Batch:
+    """Rows ``[p0+, p0-, p1+, p1-, ...]``, right-padded."""
+    return collate([e for i in indices for e in encoded[i]], pad, padding_side="right")

@@ -13,7 +13,8 @@ Heavy pieces (scikit-learn, embeddings) load only when used.
 """
 
 from unisteer.evaluate.accuracy import AccuracyResult, accuracy_by_m, pair_accuracy
-from unisteer.evaluate.axbench import (
+from unisteer.evaluate.axbench.concepts import Concept, read_concepts
+from unisteer.evaluate.axbench.protocol import (
     AXBENCH_FACTORS,
     VECTOR_FACTORS,
     AxBenchSettings,
@@ -27,15 +28,14 @@ from unisteer.evaluate.axbench import (
     summarize,
     winrate,
 )
-from unisteer.evaluate.axbench_run import AxBenchReport, build_report, rescore, run_axbench
-from unisteer.evaluate.concepts import Concept, read_concepts
-from unisteer.evaluate.eval_cli import eval_accuracy, eval_axbench, make_judge
-from unisteer.evaluate.http_judge import HTTPJudge
-from unisteer.evaluate.judge import Judge, JudgeError, PromptJudge, RatingRequest, Score
-from unisteer.evaluate.local_judge import LocalJudge
-from unisteer.evaluate.prompts import CRITERIA, Criterion, build_prompt, parse_rating
-from unisteer.evaluate.proxy_concept import concept_auroc
-from unisteer.evaluate.proxy_judge import ProxyJudge
+from unisteer.evaluate.axbench.run import AxBenchReport, build_report, rescore, run_axbench
+from unisteer.evaluate.commands import eval_accuracy, eval_axbench, make_judge
+from unisteer.evaluate.judges.base import Judge, JudgeError, PromptJudge, RatingRequest, Score
+from unisteer.evaluate.judges.http import HTTPJudge
+from unisteer.evaluate.judges.local import LocalJudge
+from unisteer.evaluate.judges.prompts import CRITERIA, Criterion, build_prompt, parse_rating
+from unisteer.evaluate.judges.proxy import ProxyJudge
+from unisteer.evaluate.judges.proxy_concept import concept_auroc
 
 __all__ = [
     "AXBENCH_FACTORS",

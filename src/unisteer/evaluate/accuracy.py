@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from unisteer.core.delta import Delta
 from unisteer.data.pairs import PolarityPair
-from unisteer.delta import Delta
-from unisteer.scoring import score_pairs, sweep
+from unisteer.scoring.sweep import score_pairs, sweep
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 An experiment names a model and layer, the data (and how many pairs of each split to use),
 the methods (kind × objective, each with optional preset and hyper-parameters), the sweep and
 the fits. Every key is checked: an unknown key, a wrong type or a missing data file is an
-error that names the file, the key and its line. See ``src/unisteer/experiments/*.toml``.
+error that names the file, the key and its line. See ``src/unisteer/experiment/builtin/*.toml``.
 
     name = "default"
     output = "unisteer-out/default"
@@ -44,9 +44,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from unisteer.delta import KINDS
+from unisteer.core.delta import KINDS
 from unisteer.errors import UnisteerError
-from unisteer.train_config import TrainConfig, make_config
+from unisteer.training.config import TrainConfig, make_config
 
 
 class ExperimentError(UnisteerError):
@@ -279,7 +279,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
             except ValueError as e:
                 raise where.error(str(e), "method", "preset", i) from None
         if "grid" in m:
-            from unisteer.grid import parse_grid
+            from unisteer.scoring.grid import parse_grid
 
             try:
                 parse_grid(m["grid"])
@@ -347,7 +347,7 @@ def builtin_experiment(name: str) -> Experiment:
             f"no experiment file {name!r} and no built-in experiment of that name "
             f"(built-in: {', '.join(BUILTIN)})"
         )
-    text = (resources.files("unisteer.experiments") / f"{name}.toml").read_text("utf-8")
+    text = (resources.files("unisteer.experiment") / "builtin" / f"{name}.toml").read_text("utf-8")
     return parse_experiment(text, f"<built-in {name}>")
 
 

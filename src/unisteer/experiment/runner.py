@@ -26,21 +26,21 @@ import pandas as pd
 import torch
 
 from unisteer._version import __version__
-from unisteer.atomic import write_text_atomic
+from unisteer.core.delta import Delta
+from unisteer.core.fingerprint import model_fingerprint
+from unisteer.core.io import load_delta, save_delta
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
-from unisteer.delta import Delta
 from unisteer.experiment.config import Experiment, MethodSpec
 from unisteer.experiment.stages import Stage, digest
-from unisteer.fingerprint import model_fingerprint
+from unisteer.files import write_text_atomic
 from unisteer.fit import FitError
-from unisteer.fit_cli import fit_command
-from unisteer.grid import parse_grid, symmetric_grid
-from unisteer.models import load_model
-from unisteer.persistence import load_delta
-from unisteer.scoring import score_pairs, sweep
-from unisteer.train import middle_layer, train
-from unisteer.train_forward import PrepareCache
+from unisteer.model.load import load_model
+from unisteer.report.fit_outputs import fit_command
+from unisteer.scoring.grid import parse_grid, symmetric_grid
+from unisteer.scoring.sweep import score_pairs, sweep
+from unisteer.training.batches import PrepareCache
+from unisteer.training.trainer import middle_layer, train
 
 Log = Callable[[str], None]
 
@@ -102,7 +102,7 @@ class _Runner:
     ) -> None:
         self.exp, self.out, self.model, self.tok = exp, out, model, tokenizer
         self.progress, self.log = progress, log
-        self.cache: PrepareCache = {}
+        self.cache = PrepareCache()
         self.fingerprint = model_fingerprint(model, tokenizer)
         self.layer = exp.layer if exp.layer is not None else middle_layer(model)
         pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert)
@@ -154,7 +154,7 @@ class _Runner:
             **hp,
         )
         delta.meta["method"] = method.name
-        delta.save(stage.directory)
+        save_delta(delta, stage.directory)
         seconds = stage.finish(steps=delta.meta.get("steps"))
         self.log(f"  train: {seconds:.0f} s")
         return delta, stage
@@ -322,7 +322,7 @@ def run_experiment(
 
     Returns the results that ``results.json`` holds.
     """
-    from unisteer.report import write_report
+    from unisteer.report.html import write_report
 
     started = time.perf_counter()
     out_dir = Path(out if out is not None else exp.output)

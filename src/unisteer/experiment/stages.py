@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unisteer.atomic import write_text_atomic
+from unisteer.files import write_text_atomic
 
 STAGE_FILE = "stage.json"
 

@@ -1,0 +1,215 @@
+"""Saving and loading deltas: safetensors for the numbers, JSON for everything else.
+
+A delta directory holds ``delta.safetensors`` and ``delta.json``. Each file is written
+atomically, the tensors first; the JSON records the SHA-256 of the tensor file, so a directory
+left inconsistent by a crash between the two writes is detected on load. Pickle-based formats
+(``.pt``, ``.bin``, ...) are never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from unisteer._version import __version__
+from unisteer.core.delta import KINDS, PARAMETER_NAMES, Delta, Kind, SiteKind
+from unisteer.core.fingerprint import fingerprint_mismatch, model_fingerprint
+from unisteer.core.sites import check_site
+from unisteer.errors import DeltaLoadError, SiteError
+from unisteer.files import write_bytes_atomic, write_text_atomic
+
+TENSORS_FILE = "delta.safetensors"
+META_FILE = "delta.json"
+FORMAT = "unisteer.delta"
+FORMAT_VERSION = 1
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+
+
+def delta_metadata(delta: Delta) -> dict[str, Any]:
+    """The JSON description of a delta (without the tensor hash)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": delta.kind,
+        "site": delta.site,
+        "site_kind": delta.site_kind,
+        "layer": delta.layer,
+        "d_in": delta.d_in,
+        "d_out": delta.d_out,
+        "rank": delta.rank,
+        "dtype": "float32",
+        "shapes": {k: list(v) for k, v in delta.expected_shapes().items()},
+        "num_parameters": delta.num_parameters(),
+        "meta": delta.meta,
+        "fingerprint": delta.fingerprint,
+        "unisteer_version": __version__,
+    }
+
+
+def save_delta(delta: Delta, directory: str | Path) -> Path:
+    """Write the delta to ``directory`` (created if needed); returns the directory."""
+    out = Path(directory)
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in delta.tensors().items()
+    }
+    blob = st_save(tensors, metadata={"format": FORMAT})
+    meta = delta_metadata(delta)
+    meta["tensors_sha256"] = hashlib.sha256(blob).hexdigest()
+    try:
+        text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"delta.meta must be JSON-serialisable (finite numbers only): {e}") from e
+    write_bytes_atomic(out / TENSORS_FILE, blob)
+    write_text_atomic(out / META_FILE, text + "\n")
+    return out
+
+
+def _refuse_pickles(path: Path) -> None:
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise DeltaLoadError(
+            f"refusing to load {path}: {path.suffix} files are pickles, which can run arbitrary "
+            f"code. unisteer reads only {TENSORS_FILE} + {META_FILE}."
+        )
+
+
+def _require(meta: dict[str, Any], key: str, typ: type, where: Path) -> Any:
+    if key not in meta:
+        raise DeltaLoadError(f"{where}: missing key {key!r}")
+    value = meta[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise DeltaLoadError(
+            f"{where}: key {key!r} should be {typ.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DeltaLoadError(f"cannot read {path}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DeltaLoadError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise DeltaLoadError(f"{path}: expected a JSON object")
+    if meta.get("format") != FORMAT:
+        raise DeltaLoadError(f"{path}: not a unisteer delta (format={meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DeltaLoadError(
+            f"{path}: format_version {version!r} is newer than this unisteer understands "
+            f"({FORMAT_VERSION}); upgrade unisteer"
+        )
+    return meta
+
+
+def load_delta(
+    path: str | Path,
+    model: nn.Module | None = None,
+    *,
+    tokenizer: Any | None = None,
+    check_fingerprint: bool = True,
+) -> Delta:
+    """Load a delta saved by :meth:`Delta.save`.
+
+    With ``model``, the site must exist in it with the saved shapes, and (unless
+    ``check_fingerprint=False``) the model's fingerprint must match the saved one; the
+    tokenizer is compared too when given. Any mismatch raises :class:`DeltaLoadError` naming it.
+    """
+    p = Path(path)
+    _refuse_pickles(p)
+    directory = p.parent if p.name in (TENSORS_FILE, META_FILE) else p
+    meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
+    if not meta_path.exists():
+        pickles = (
+            sorted(f.name for f in directory.glob("*") if f.suffix.lower() in _PICKLE_SUFFIXES)
+            if directory.is_dir()
+            else []
+        )
+        hint = (
+            f" It holds {', '.join(pickles)}: pickle files are refused, as they can run "
+            "arbitrary code."
+            if pickles
+            else ""
+        )
+        raise DeltaLoadError(f"no {META_FILE} in {directory}: not a saved unisteer delta.{hint}")
+    meta = _read_meta(meta_path)
+    kind = _require(meta, "kind", str, meta_path)
+    if kind not in KINDS:
+        raise DeltaLoadError(f"{meta_path}: unknown kind {kind!r} (expected one of {KINDS})")
+    site = _require(meta, "site", str, meta_path)
+    site_kind = _require(meta, "site_kind", str, meta_path)
+    d_in = _require(meta, "d_in", int, meta_path)
+    d_out = _require(meta, "d_out", int, meta_path)
+    layer = meta.get("layer")
+    rank = meta.get("rank")
+    try:
+        blob = tensors_path.read_bytes()
+    except OSError as e:
+        raise DeltaLoadError(f"cannot read {tensors_path}: {e.strerror or e}") from e
+    expected_hash = meta.get("tensors_sha256")
+    if expected_hash is not None and hashlib.sha256(blob).hexdigest() != expected_hash:
+        raise DeltaLoadError(
+            f"{tensors_path} does not match the hash recorded in {meta_path}: the directory was "
+            "modified or only partly written. Save the delta again."
+        )
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise DeltaLoadError(f"{tensors_path} is not a valid safetensors file: {e}") from e
+
+    try:
+        delta = Delta(
+            cast(Kind, kind),
+            d_in,
+            d_out,
+            site=site,
+            site_kind=cast(SiteKind, site_kind),
+            layer=layer,
+            rank=rank,
+            meta=meta.get("meta") or {},
+            fingerprint=meta.get("fingerprint"),
+        )
+    except ValueError as e:
+        raise DeltaLoadError(f"{meta_path}: {e}") from e
+    expected = delta.expected_shapes()
+    names = set(PARAMETER_NAMES[kind])
+    if set(tensors) != names:
+        raise DeltaLoadError(
+            f"{tensors_path} holds tensors {sorted(tensors)}, a {kind} delta needs {sorted(names)}"
+        )
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise DeltaLoadError(
+                f"{tensors_path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                f"{meta_path} says {shape}"
+            )
+    delta.load_tensors(tensors)
+
+    if model is not None:
+        _check_fits(delta, model, tokenizer, check_fingerprint, directory)
+    return delta
+
+
+def _check_fits(
+    delta: Delta, model: nn.Module, tokenizer: Any | None, check_fingerprint: bool, where: Path
+) -> None:
+    try:
+        check_site(model, delta)
+    except SiteError as e:
+        raise DeltaLoadError(f"the delta in {where} does not fit this model: {e}") from None
+    if check_fingerprint and delta.fingerprint:
+        problem = fingerprint_mismatch(delta.fingerprint, model_fingerprint(model, tokenizer))
+        if problem:
+            raise DeltaLoadError(
+                f"the delta in {where} was made for another model: {problem}. Pass "
+                "check_fingerprint=False to load it anyway."
+            )

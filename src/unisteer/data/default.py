@@ -1,0 +1,39 @@
+"""The project's own default dataset, written for unisteer and shipped with the package.
+
+Two concepts, 160 pairs each, with a fixed 128/32 train/test split recorded per pair
+(``meta["split"]``). Each pair is a user request and two answers giving the same content that
+differ only in the concept:
+
+* ``optimism``: hopeful, encouraging (positive) vs gloomy, pessimistic (negative);
+* ``formality``: formal, polite register (positive) vs casual, chatty register (negative).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from unisteer.data.pairs import PairSet
+from unisteer.data.readers import read_jsonl
+from unisteer.errors import DataError
+
+DEFAULT_CONCEPTS: tuple[str, ...] = ("optimism", "formality")
+
+
+def default_dataset(concept: str | None = None) -> PairSet:
+    """The default pairs of one concept, or of all concepts concatenated."""
+    if concept is None:
+        sets = [default_dataset(c) for c in DEFAULT_CONCEPTS]
+        return sets[0].concat(*sets[1:])
+    if concept not in DEFAULT_CONCEPTS:
+        raise DataError(
+            f"unknown default concept {concept!r}; the default dataset has {DEFAULT_CONCEPTS}"
+        )
+    with resources.as_file(resources.files("unisteer.data") / "concepts" / f"{concept}.jsonl") as p:
+        pairs = read_jsonl(p)
+    pairs.name = concept
+    return pairs
+
+
+def default_split(concept: str | None = None) -> tuple[PairSet, PairSet]:
+    """``(train, test)`` as fixed in the files: 128 and 32 pairs per concept."""
+    return default_dataset(concept).fixed_split()

@@ -1,0 +1,69 @@
+"""Every probe of a model's configuration, in one place.
+
+Multimodal models keep the language model's settings in a text sub-config
+(``config.get_text_config()``); every question asked of a config here goes through
+:func:`text_config`, so a probe is written once. Nothing here detects an architecture by
+name: each function reads one documented config field and says what it falls back to.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+
+def text_config(model: nn.Module) -> Any:
+    """The model's (text) config, or ``None`` for a plain module without one."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        return config.get_text_config()
+    return config
+
+
+def _int_field(model: nn.Module, name: str) -> int | None:
+    value = getattr(text_config(model), name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def num_layers(model: nn.Module) -> int | None:
+    """``num_hidden_layers``, when the config says."""
+    return _int_field(model, "num_hidden_layers")
+
+
+def config_hidden_size(model: nn.Module) -> int | None:
+    """``hidden_size`` (the residual width), when the config says."""
+    return _int_field(model, "hidden_size")
+
+
+def vocab_size(model: nn.Module, default: int = 50000) -> int:
+    """``vocab_size``, else ``default`` (used only to size memory budgets)."""
+    return _int_field(model, "vocab_size") or default
+
+
+def widths(model: nn.Module) -> tuple[int, int, int]:
+    """``(hidden_size, intermediate_size, num_attention_heads)`` for memory estimates, with the
+    usual shapes (1024, 4 × hidden, 16) where the config is silent."""
+    d = _int_field(model, "hidden_size") or 1024
+    d_ff = _int_field(model, "intermediate_size") or 4 * d
+    heads = _int_field(model, "num_attention_heads") or 16
+    return d, d_ff, heads
+
+
+def logit_softcap(model: nn.Module) -> float | None:
+    """``final_logit_softcapping`` (Gemma 2: logits = cap·tanh(logits / cap)), or ``None``."""
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
+    return float(cap) if isinstance(cap, int | float) and cap else None
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The name under which the model's forward takes a KV cache (``cache`` in recent
+    transformers, ``past_key_values`` before)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def accepts_logits_to_keep(model: nn.Module) -> bool:
+    """Whether the model's forward can skip the unembedding (``logits_to_keep``)."""
+    return "logits_to_keep" in inspect.signature(model.forward).parameters

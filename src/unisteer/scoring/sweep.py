@@ -1,0 +1,281 @@
+"""Completion log-likelihoods under a delta, and the multiplier sweep.
+
+For every pair, ``L_p`` and ``L_n`` are the negative log-likelihoods of the positive and the
+negative completion given the query, summed (or averaged) over completion tokens only. From them
+come PrefOdds and UtilOdds (:mod:`unisteer.scoring.odds`); the table is
+:mod:`unisteer.scoring.table`.
+
+The sweep is the hot loop of the project, so it avoids the naive way (one full forward pass per
+multiplier and per completion):
+
+* everything before the delta's block is computed once per sequence, without autograd, by
+  the ordinary forward pass stopped at the delta's block (so the numbers before the site are
+  the very numbers a plain ``model(...)`` call computes);
+* blocks L..N then run on the cached block input for many multipliers at once, stacked as rows
+  with a per-row ``m``; A_p and A_n of a pair sit in the same batch;
+* the output head (final norm, unembedding) runs only at the positions that predict completion
+  tokens;
+* pairs are bucketed by length, and the number of rows per call follows a memory budget.
+
+Before trusting the fast path on a model, the first batch checks it against the ordinary
+forward pass at ``m = 0`` (:mod:`unisteer.replay.check`: completion NLLs within
+1e-4 + 1e-6 × NLL, float32 rounding); on a mismatch the sweep warns and falls back to the naive
+path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from unisteer.core.delta import Delta
+from unisteer.core.positions import PositionMode, Positions
+from unisteer.core.sites import block_index_of, site_is_block_output
+from unisteer.core.steer import steer
+from unisteer.data.pairs import PolarityPair
+from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
+from unisteer.model.config import vocab_size, widths
+from unisteer.replay.base import ReplayInput, Runner
+from unisteer.replay.check import exact_runner
+from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
+from unisteer.replay.prefix import PrefixRunner
+from unisteer.replay.recorder import HEAD_CHUNK, Recorder
+from unisteer.replay.stacked import StackedRunner
+from unisteer.scoring.table import Reduction, SweepResult, make_table
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per call
+
+
+def length_buckets(
+    encoded: Sequence[tuple[Encoded, Encoded]],
+    pairs_fit: Callable[[int], int],
+    max_pairs: int,
+) -> list[list[int]]:
+    """Pair indices grouped into batches of similar length, longest first.
+
+    ``pairs_fit(width)`` is how many pairs of that padded width fit the memory budget.
+    """
+
+    def width(i: int) -> int:
+        return max(len(encoded[i][0].input_ids), len(encoded[i][1].input_ids))
+
+    order = sorted(range(len(encoded)), key=lambda i: -width(i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # Sorted longest first: the first pair of a batch sets its padded width.
+        limit = min(max_pairs, max(1, pairs_fit(width(current[0]) if current else width(i))))
+        if len(current) >= limit:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# -- log-likelihoods ----------------------------------------------------------------------------
+
+
+def naive_losses(
+    model: nn.Module,
+    batch: Batch,
+    delta: Delta | None,
+    m: float | Tensor,
+    positions: Positions = "all",
+) -> Tensor:
+    """One hooked full forward pass; the NLL sum of each row's completion. The reference path."""
+    predicts, targets = completion_targets(batch)
+    with torch.no_grad():
+        if delta is None:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        else:
+            with steer(model, delta, m=m, positions=positions, prompt_length=batch.prompt_lengths):
+                logits = model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                ).logits
+    logp = token_logprobs(logits[predicts], targets)
+    return row_nll(logp, predicts)
+
+
+def _fast_runner(
+    model: nn.Module, delta: Delta, inputs: ReplayInput, positions: PositionMode
+) -> tuple[Runner[Any], Any] | None:
+    """The fastest runner that reproduces this model's forward pass on ``inputs`` (see
+    :mod:`unisteer.replay.check`), with its capture."""
+    layer = block_index_of(model, delta.site)
+    after = site_is_block_output(model, delta)
+    batch = inputs.batch
+    # The ordinary forward pass (exactly naive_losses at m = 0), also giving the input of the
+    # first block a replay runs.
+    hidden, _, logits = Recorder(model, layer + 1 if after else layer).forward(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask
+    )
+    predicts, targets = completion_targets(batch)
+    reference = row_nll(token_logprobs(logits[predicts], targets), predicts)
+    del logits
+    inputs.hidden = hidden
+    candidates: list[Runner[Any]] = [
+        PrefixRunner(model, layer, after),
+        StackedRunner(model, layer, after),
+    ]
+    found = exact_runner(
+        candidates, inputs, delta, positions, reference, model_name=type(model).__name__
+    )
+    inputs.hidden = None
+    return found
+
+
+def _row_bytes(model: nn.Module, width: int, logit_positions: int) -> int:
+    """Rough float32 activation bytes of one sequence row in a forward pass without autograd:
+    the widest per-token tensors of a block, attention scores, and the logits (x3 for the
+    softmax and its temporaries)."""
+    d, d_ff, heads = widths(model)
+    vocab = vocab_size(model)
+    return 4 * (width * (8 * d + 3 * d_ff + 2 * heads * width) + 3 * logit_positions * vocab)
+
+
+def sweep(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Delta | None,
+    ms: Sequence[float] = (0.0,),
+    *,
+    reduction: Reduction = "sum",
+    include_suffix: bool = False,
+    system_prompt: str | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    max_pairs_per_batch: int = 16,
+    positions: PositionMode = "all",
+    method: Literal["fast", "naive"] = "fast",
+    progress: bool = True,
+) -> SweepResult:
+    """L_p, L_n, PrefOdds and UtilOdds for every pair at every multiplier in ``ms``.
+
+    Returns a :class:`SweepResult` whose ``table`` has one row per (pair, m), in the order of
+    ``pairs`` then ``ms``. ``method="naive"`` runs one hooked full forward per m (the reference).
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    grid = [float(m) for m in ms]
+    if not grid:
+        raise ValueError("ms is empty")
+    if not all(math.isfinite(m) for m in grid):
+        raise ValueError("ms must be finite numbers")
+    if delta is None and any(m != 0.0 for m in grid):
+        raise ValueError("without a delta, every m must be 0")
+    encoded = encode_pairs(
+        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+    )
+    pad = pad_id(tokenizer)
+    buckets = length_buckets(
+        encoded,
+        lambda w: memory_budget // (2 * _row_bytes(model, w, w)),  # the capture pass: all logits
+        max_pairs_per_batch,
+    )
+    n = len(pairs)
+    nll = np.zeros((n, len(grid), 2))
+    counts = np.zeros((n, 2), dtype=np.int64)
+    nonzero = [j for j, m in enumerate(grid) if m != 0.0]
+    want_fast = method == "fast" and delta is not None and bool(nonzero)
+    runner: Runner[Any] | None = None
+    stacked: StackedRunner | None = None
+    decided = not want_fast
+    bar = tqdm(total=len(buckets) * len(grid), desc="sweep", unit="m·batch", disable=not progress)
+
+    def store(indices: list[int], j: int, values: Tensor) -> None:
+        nll[indices, j, 0] = values[0::2].numpy()
+        nll[indices, j, 1] = values[1::2].numpy()
+
+    try:
+        for indices in buckets:
+            batch = pair_batch(encoded, indices, pad)
+            per_row = batch.completion_mask[:, 1:].sum(1)
+            counts[indices, 0] = per_row[0::2].numpy()
+            counts[indices, 1] = per_row[1::2].numpy()
+            inputs = ReplayInput([encoded[i] for i in indices], batch, pad)
+            cap: Any = None
+            if not decided:
+                assert delta is not None
+                found = _fast_runner(model, delta, inputs, positions)
+                runner, cap = found if found is not None else (None, None)
+                decided = True
+            if runner is None:
+                for j, m in enumerate(grid):
+                    store(indices, j, naive_losses(model, batch, delta, m, positions))
+                    bar.update(1)
+                continue
+            assert delta is not None
+            active: Runner[Any] = runner
+            if cap is None:
+                cap = runner.capture(inputs)
+            if cap is None:  # A_p and A_n of some pair were given different prompt tokens
+                stacked = stacked or StackedRunner(
+                    model, block_index_of(model, delta.site), site_is_block_output(model, delta)
+                )
+                active, cap = stacked, stacked.capture(inputs)
+            for j, m in enumerate(grid):
+                if m == 0.0:
+                    store(indices, j, cap.base)
+                    bar.update(1)
+            rows = 2 * len(indices)
+            width = int(batch.input_ids.shape[1])
+            # The head runs in chunks of HEAD_CHUNK positions: its logits are not per row.
+            row_bytes = _row_bytes(model, width, 0)
+            head_bytes = 3 * 4 * HEAD_CHUNK * vocab_size(model)
+            step = max(1, (memory_budget - head_bytes) // (row_bytes * rows))  # m per call
+            for start in range(0, len(nonzero), step):
+                chunk = nonzero[start : start + step]
+                values = active.run(cap, delta, [grid[j] for j in chunk], positions)
+                for k, j in enumerate(chunk):
+                    store(indices, j, values[k])
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+
+    if reduction == "mean":
+        nll = nll / np.maximum(counts, 1)[:, None, :]
+    ids = [p.id for p in pairs for _ in grid]
+    m_col = [m for _ in pairs for m in grid]
+    table = make_table(
+        ids,
+        m_col,
+        nll[:, :, 0].reshape(-1),
+        nll[:, :, 1].reshape(-1),
+        np.repeat(counts[:, 0], len(grid)),
+        np.repeat(counts[:, 1], len(grid)),
+    )
+    meta = {
+        "ms": grid,
+        "n_pairs": n,
+        "delta": None if delta is None else {"kind": delta.kind, "site": delta.site},
+        "include_suffix": include_suffix,
+        "positions": positions,
+        "method": runner.name if runner is not None else "naive",
+    }
+    return SweepResult(table, reduction, meta)
+
+
+def score_pairs(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Delta | None = None,
+    m: float = 0.0,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """L_p, L_n, PrefOdds and UtilOdds per pair at one multiplier (a one-point sweep)."""
+    if delta is None and m != 0.0:
+        raise ValueError("m has no effect without a delta; pass delta=")
+    return sweep(model, tokenizer, pairs, delta, [m], progress=False, **kwargs).table

@@ -1,0 +1,218 @@
+"""The trainer's forward pass: pairs grouped into minibatches, and per-row log-probabilities
+under a delta, computed the fast way or the naive way.
+
+The model is frozen and the delta sits in block L, so block L's input does not depend on the
+trained parameters. :func:`prepare` runs every minibatch once through the model without
+autograd, recording block L's input and the arguments of blocks L..N (see
+:mod:`unisteer.replay.recorder`), and the unsteered log-probabilities RePS needs. Every step
+then runs only blocks L..N, forward and backward, and the output head only at positions that predict
+completion tokens (``method="cached"``). ``method="naive"`` runs the whole hooked model on
+every step: the reference the cached path is checked against, and the benchmark's baseline.
+
+Minibatches are fixed once (a seeded shuffle of the pairs); each epoch visits them in a new
+order. Regrouping pairs every epoch would need blocks 0..L-1 again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from unisteer.core.delta import Delta
+from unisteer.core.positions import PositionMode
+from unisteer.core.sites import block_index_of
+from unisteer.core.steer import Op, steer
+from unisteer.data.pairs import PolarityPair
+from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
+from unisteer.replay.base import ReplayInput
+from unisteer.replay.check import replay_excess, warn_naive
+from unisteer.replay.logprob import completion_targets, row_sums, token_logprobs
+from unisteer.replay.stacked import StackedCapture, StackedRunner
+from unisteer.training.objectives.rows import Rows, Scores
+
+log = logging.getLogger(__name__)
+
+Method = Literal["cached", "naive"]
+
+Prepared = tuple[list["TrainBatch"], "StackedRunner | None"]
+
+
+class PrepareCache:
+    """Prepared minibatches, for reuse across training runs on one model (several objectives
+    and kinds at the same layer share one capture). Owned by the caller.
+
+    Entries are keyed by the model object itself (its identity, never a number such as
+    ``id(model)`` that a later model could reuse), then by what decides the batches (block,
+    pairs, batch size, seed, method and the token settings). The entries keep their model
+    alive until the cache is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._by_model: dict[nn.Module, dict[tuple[Any, ...], Prepared]] = {}
+
+    def get(self, model: nn.Module, key: tuple[Any, ...]) -> Prepared | None:
+        return self._by_model.get(model, {}).get(key)
+
+    def put(self, model: nn.Module, key: tuple[Any, ...], value: Prepared) -> None:
+        self._by_model.setdefault(model, {})[key] = value
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_model.values())
+
+
+@dataclass
+class TrainBatch:
+    """One minibatch of P pairs as rows ``[p0+, p0-, p1+, p1-, ...]`` (right-padded)."""
+
+    ids: list[str]
+    batch: Batch
+    next_ids: Tensor  # [2P, T] the token each position predicts (0 past the end)
+    predicts: Tensor  # [2P, T] bool: positions predicting a completion token
+    tokens: Tensor  # [2P] completion tokens
+    seq_tokens: Tensor  # [2P] all tokens of the sequence
+    ref_logp: Tensor  # [P, 2] unsteered summed log-probabilities of (A_p, A_n)
+    capture: StackedCapture | None  # block L's input and the calls of blocks L..N
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.ids)
+
+
+def _group(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def prepare(
+    model: nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Delta,
+    *,
+    batch_size: int,
+    seed: int,
+    method: Method = "cached",
+    positions: PositionMode = "all",
+    include_suffix: bool = False,
+    system_prompt: str | None = None,
+    progress: bool = False,
+    desc: str = "caching",
+    cache: PrepareCache | None = None,
+) -> tuple[list[TrainBatch], StackedRunner | None]:
+    """Tokenise, group and (for ``"cached"``) run every minibatch once without autograd.
+
+    Returns the batches and the runner that replays blocks L..N, or ``None`` for the naive
+    path: the cached path is checked on the first batch against the ordinary forward pass
+    (:mod:`unisteer.replay.check`, the sweep's check and tolerance) and falls back to
+    ``"naive"`` with a warning when it differs. With a :class:`PrepareCache`, a second call
+    with the same model, block, pairs and settings returns the first call's batches.
+    """
+    if not pairs:
+        raise ValueError("no training pairs")
+    layer = block_index_of(model, delta.site)
+    key = (
+        layer,
+        tuple((p.id, p.query, p.positive, p.negative) for p in pairs),
+        batch_size,
+        seed,
+        method,
+        positions,
+        include_suffix,
+        system_prompt,
+    )
+    if cache is not None and (hit := cache.get(model, key)) is not None:
+        return hit
+    pad = pad_id(tokenizer)
+    encoded = encode_pairs(
+        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+    )
+    runner = StackedRunner(model, layer)
+    out: list[TrainBatch] = []
+    for group in tqdm(
+        _group(len(pairs), batch_size, seed), desc=desc, disable=not progress, unit="batch"
+    ):
+        batch = pair_batch(encoded, group, pad)
+        predicts, _ = completion_targets(batch)
+        next_ids = torch.zeros_like(batch.input_ids)
+        next_ids[:, :-1] = batch.input_ids[:, 1:]
+        inputs = ReplayInput([encoded[i] for i in group], batch, pad)
+        cap = runner.capture(inputs)  # the ordinary forward pass, no autograd
+        if method == "cached" and not out:
+            name = type(model).__name__
+            if replay_excess(runner, cap, delta, positions, what="training", model_name=name) > 0:
+                warn_naive("training", name)
+                method = "naive"
+        out.append(
+            TrainBatch(
+                ids=[pairs[i].id for i in group],
+                batch=batch,
+                next_ids=next_ids,
+                predicts=predicts,
+                tokens=predicts.sum(1),
+                seq_tokens=batch.attention_mask.sum(1),
+                ref_logp=(-cap.base).to(torch.float32).reshape(-1, 2),
+                capture=cap if method == "cached" else None,
+            )
+        )
+    result = (out, runner if method == "cached" else None)
+    if cache is not None:
+        cache.put(model, key, result)
+    return result
+
+
+def _interventions(delta: Delta, rows: Rows) -> tuple[list[Delta], list[Tensor], list[Op]]:
+    deltas, ms, ops = [delta], [rows.m], ["add"]
+    if bool(rows.null.any()):
+        deltas.append(delta)
+        ms.append(rows.null.to(torch.float32))
+        ops.append("null")
+    return deltas, ms, ops  # type: ignore[return-value]
+
+
+def row_scores(
+    model: nn.Module,
+    tb: TrainBatch,
+    delta: Delta,
+    rows: Rows,
+    runner: StackedRunner | None,
+    positions: PositionMode = "all",
+) -> Scores:
+    """Summed completion log-probabilities of ``rows`` under ``delta`` (differentiable in the
+    delta's parameters when autograd is on)."""
+    index = 2 * rows.pair + rows.side  # which sequence of the minibatch each row runs
+    predicts = tb.predicts.index_select(0, index)
+    targets = tb.next_ids.index_select(0, index)[predicts]
+    prompt = tb.batch.prompt_lengths.index_select(0, index)
+    deltas, ms, ops = _interventions(delta, rows)
+    if tb.capture is not None and runner is not None:
+        cap = tb.capture
+        width = cap.hidden.shape[1]
+        with (
+            steer(model, deltas, m=ms, positions=positions, prompt_length=prompt, ops=ops) as s,
+            s.calling(len(rows), width),
+        ):
+            h = runner.rec.blocks_from(
+                cap.hidden.index_select(0, index), cap.calls, cap.hidden.shape[0], rows=index
+            )
+            logp = runner.rec.logprobs(h[predicts], targets)
+    else:
+        with steer(model, deltas, m=ms, positions=positions, prompt_length=prompt, ops=ops):
+            logits = model(
+                input_ids=tb.batch.input_ids.index_select(0, index),
+                attention_mask=tb.batch.attention_mask.index_select(0, index),
+            ).logits
+        logp = token_logprobs(logits[predicts], targets)
+    return Scores(
+        logp=row_sums(logp, predicts),
+        tokens=tb.tokens.index_select(0, index),
+        seq_tokens=tb.seq_tokens.index_select(0, index),
+        ref_logp=tb.ref_logp,
+    )

@@ -1,0 +1,133 @@
+"""Training checkpoints: the delta, the optimiser state and the loop position, written
+atomically as safetensors plus JSON (never pickle).
+
+``checkpoint.safetensors`` holds the delta's parameters (``delta.<name>``) and AdamW's moments
+(``adam.<i>.exp_avg``, ``adam.<i>.exp_avg_sq``, ``adam.<i>.step``); ``checkpoint.json`` holds
+the loop position, the history so far, the training configuration, and the SHA-256 of the
+tensor file, so that a pair of files from two different saves is detected. The tensor file is
+written first and the JSON last: a crash between the two leaves the previous JSON, whose hash
+no longer matches, and loading says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load, save
+
+from unisteer.core.delta import Delta
+from unisteer.errors import UnisteerError
+from unisteer.files import write_bytes_atomic, write_text_atomic
+
+TENSORS = "checkpoint.safetensors"
+STATE = "checkpoint.json"
+
+
+class CheckpointError(UnisteerError):
+    """A checkpoint is missing, inconsistent or made under other settings."""
+
+
+@dataclass
+class LoopState:
+    """Where the training loop is: the next (epoch, micro-batch) to run and what happened."""
+
+    epoch: int = 0
+    micro: int = 0
+    step: int = 0  # optimiser steps taken
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    delta: Delta,
+    optimizer: torch.optim.Optimizer,
+    loop: LoopState,
+    config: dict[str, Any],
+) -> Path:
+    out = Path(directory)
+    tensors: dict[str, torch.Tensor] = {
+        f"delta.{k}": v.detach().contiguous() for k, v in delta.tensors().items()
+    }
+    params = list(delta.parameters())
+    for i, p in enumerate(params):
+        st = optimizer.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            if key in st:
+                value = st[key]
+                tensors[f"adam.{i}.{key}"] = (
+                    value.detach().reshape(-1).to(torch.float32)
+                    if key == "step"
+                    else value.detach().contiguous()
+                )
+    blob = save(tensors)
+    write_bytes_atomic(out / TENSORS, blob)
+    state = {
+        "epoch": loop.epoch,
+        "micro": loop.micro,
+        "step": loop.step,
+        "history": loop.history,
+        "validation": loop.validation,
+        "config": config,
+        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    write_text_atomic(out / STATE, json.dumps(state, indent=1) + "\n")
+    return out
+
+
+def has_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / STATE).is_file()
+
+
+def load_checkpoint(
+    directory: str | Path,
+    delta: Delta,
+    optimizer: torch.optim.Optimizer,
+    config: dict[str, Any],
+) -> LoopState:
+    """Restore the delta and the optimiser in place; return the loop position.
+
+    Refuses a checkpoint written under another configuration, naming the differing keys.
+    """
+    d = Path(directory)
+    try:
+        state = json.loads((d / STATE).read_text())
+        blob = (d / TENSORS).read_bytes()
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read the checkpoint in {d}: {e}") from e
+    if hashlib.sha256(blob).hexdigest() != state.get("tensors_sha256"):
+        raise CheckpointError(
+            f"{d / TENSORS} does not match {d / STATE} (a save was interrupted?); delete the "
+            "checkpoint folder to start over"
+        )
+    saved = state.get("config", {})
+    differ = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {config.get(k)!r}" for k in differ)
+        raise CheckpointError(
+            f"the checkpoint in {d} was made with other settings ({detail}); resume with the "
+            "same settings, or use another output folder"
+        )
+    tensors = load(blob)
+    own = {name: tensors[f"delta.{name}"] for name in delta.tensors()}
+    delta.load_tensors(own)
+    params = list(delta.parameters())
+    for i, p in enumerate(params):
+        if f"adam.{i}.exp_avg" in tensors:
+            optimizer.state[p] = {
+                "step": tensors[f"adam.{i}.step"].reshape(()).clone(),
+                "exp_avg": tensors[f"adam.{i}.exp_avg"].clone(),
+                "exp_avg_sq": tensors[f"adam.{i}.exp_avg_sq"].clone(),
+            }
+    return LoopState(
+        epoch=int(state["epoch"]),
+        micro=int(state["micro"]),
+        step=int(state["step"]),
+        history=list(state["history"]),
+        validation=list(state["validation"]),
+    )
