@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from test_scoring import random_pairs
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.cli import main
 from unisteer.data import PairSet
 
 from tiny_models import tiny_model
+from tiny_pairs import random_pairs
+from tiny_tokenizers import CHATML, word_tokenizer
 
 
 @pytest.fixture

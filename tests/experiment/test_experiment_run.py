@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 import unisteer.experiment.runner as runner_module
-from test_scoring import random_pairs
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.data import PairSet
 from unisteer.experiment import parse_experiment, run_experiment
 
 from tiny_models import tiny_model
+from tiny_pairs import random_pairs
+from tiny_tokenizers import CHATML, word_tokenizer
 
 EXPERIMENT = """\
 name = "tiny"

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import torch
 
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.generation import RowSampler, generate, generate_detailed, generate_text, row_seed
 
 from conftest import make_delta
 from tiny_models import ARCHS, tiny_model
+from tiny_tokenizers import CHATML, word_tokenizer
 
 PROMPTS = [
     "hello world",

@@ -7,9 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiny_tokenizers import BOS_TEMPLATE, CHATML, WORDS, ids, word_tokenizer
 from unisteer.data import PolarityPair, collate, encode, encode_pair
 from unisteer.errors import DataError
+
+from tiny_tokenizers import BOS_TEMPLATE, CHATML, WORDS, ids, word_tokenizer
 
 
 def test_chat_template_without_bos_or_system() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import torch
 
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.data import (
     read_advanced_ai_risk,
     read_anthropic,
@@ -22,6 +21,7 @@ from unisteer.errors import DataError
 from unisteer.generation import base_responder
 
 from tiny_models import tiny_model
+from tiny_tokenizers import CHATML, word_tokenizer
 
 RISK = "anthropic_evals/advanced-ai-risk"
 

@@ -91,11 +91,10 @@ def test_sweep_command_end_to_end(tmp_path, capsys) -> None:  # type: ignore[no-
 
     import pandas as pd
 
-    from test_scoring import random_pairs
-    from tiny_tokenizers import CHATML, word_tokenizer
-
     from conftest import make_delta
     from tiny_models import tiny_model
+    from tiny_pairs import random_pairs
+    from tiny_tokenizers import CHATML, word_tokenizer
 
     model = tiny_model("llama")
     model.save_pretrained(tmp_path / "model")

@@ -13,8 +13,6 @@ import pytest
 import torch
 
 import unisteer
-from test_evaluate_axbench import INSTRUCTIONS, make_concept_dir
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.data.pairs import PolarityPair
 from unisteer.errors import DataError
 from unisteer.evaluate import (
@@ -33,7 +31,9 @@ from unisteer.evaluate.judges.prompts import Criterion
 from unisteer.scoring.sweep import score_pairs
 
 from conftest import make_delta
+from test_axbench import INSTRUCTIONS, make_concept_dir
 from tiny_models import tiny_model
+from tiny_tokenizers import CHATML, word_tokenizer
 
 SETTINGS = AxBenchSettings(max_new_tokens=4, seed=1)
 FACTORS = [0.5, 2.0]

@@ -9,8 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from test_evaluate_axbench import FILLER, TOPICS, make_concept_dir, sentence
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.evaluate.judges.base import JudgeError, RatingRequest
 from unisteer.evaluate.judges.calibration import Thresholds, calibrate, youden_threshold
 from unisteer.evaluate.judges.local import LocalJudge
@@ -23,7 +21,9 @@ from unisteer.evaluate.judges.text_stats import (
     words,
 )
 
+from test_axbench import FILLER, TOPICS, make_concept_dir, sentence
 from tiny_models import tiny_model
+from tiny_tokenizers import CHATML, word_tokenizer
 
 # -- local judge --------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
 import mpmath
@@ -14,7 +13,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiny_tokenizers import CHATML, WORDS, word_tokenizer
 from unisteer.data import PolarityPair, collate, encode_pair
 from unisteer.replay.recorder import Recorder
 from unisteer.scoring.odds import log1mexp, pref_odds, util_odds
@@ -22,6 +20,8 @@ from unisteer.scoring.sweep import score_pairs, sweep
 
 from conftest import make_delta
 from tiny_models import ARCHS, tiny_model
+from tiny_pairs import random_pairs
+from tiny_tokenizers import CHATML, word_tokenizer
 
 mpmath.mp.dps = 60
 
@@ -70,16 +70,6 @@ def test_outside_domain_is_flagged_not_silent() -> None:
     util, ok = util_odds([0.1, 5.0, 0.0], [0.2, 6.0, 30.0])
     assert ok.tolist() == [False, True, False]
     assert np.isnan(util[0]) and np.isfinite(util[1]) and np.isnan(util[2])
-
-
-def random_pairs(n: int, seed: int = 0) -> list[PolarityPair]:
-    rng = random.Random(seed)
-    w = [x for x in WORDS if x.strip()]
-
-    def text(lo: int, hi: int) -> str:
-        return " ".join(rng.choices(w, k=rng.randint(lo, hi)))
-
-    return [PolarityPair(text(2, 6), text(1, 8), text(1, 8), id=f"p{i}") for i in range(n)]
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import pytest
 import torch
 
 import unisteer.training.trainer as train_module
-from test_scoring import random_pairs
-from tiny_tokenizers import CHATML, word_tokenizer
 from unisteer.data import collate, encode_pair
 from unisteer.training.batches import prepare, row_scores
 from unisteer.training.checkpoint import CheckpointError
@@ -20,6 +18,8 @@ from unisteer.training.trainer import TrainingDiverged, train
 
 from conftest import make_delta
 from tiny_models import tiny_model
+from tiny_pairs import random_pairs
+from tiny_tokenizers import CHATML, word_tokenizer
 
 KINDS = ["vector", "lora", "local_weight"]
 OBJECTIVES = ["sft", "reps", "split"]
