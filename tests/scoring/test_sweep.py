@@ -253,20 +253,3 @@ def test_collate_rows_order_for_pairs(tok) -> None:  # type: ignore[no-untyped-d
     enc = [e for p in pairs for e in encode_pair(tok, p)]
     batch = collate(enc, 0)
     assert batch.input_ids.shape[0] == 4
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_block_input_is_the_ordinary_pass_stopped_at_the_site(arch: str, tok) -> None:  # type: ignore[no-untyped-def]
-    """The sweep's shared work before the site is bit for bit what ``model(...)`` computes,
-    and stopping the pass early leaves no hook behind."""
-    model = tiny_model(arch)
-    batch = collate([e for p in random_pairs(3) for e in encode_pair(tok, p)], 0)
-    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-    rec = Recorder(model, 2)
-    whole, _, _ = rec.forward(**inputs)
-    stopped = rec.block_input(**inputs)
-    assert torch.equal(whole, stopped)
-    hooks = [m._forward_pre_hooks for m in model.modules()] + [
-        m._forward_hooks for m in model.modules()
-    ]
-    assert not any(hooks)

@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("argument --val-fraction: must be in [0, 1)")
     model, tokenizer = load_model(args.model)
     pairs = load_source(args, args.data)
-    has_split = all(p.meta.get("split") in ("train", "test") for p in pairs)
-    if args.split == "train" or (args.split == "auto" and has_split):
+    if args.split == "train" or (args.split == "auto" and pairs.has_fixed_split()):
         pairs = pick_split(pairs, "train")
     val = None
     if args.val_fraction > 0 and args.objective != "diffmean":

@@ -5,14 +5,26 @@
 
 Inside the ``with`` block, each delta's site gets a forward hook that adds
 ``m·(ΔW x + Δb)`` to the site's output at the selected tokens (see
-:mod:`unisteer.positions`). A pre-hook on the model reads how many tokens the KV cache already
+:mod:`unisteer.core.positions`). A pre-hook on the model reads how many tokens the KV cache already
 holds, so every token knows its absolute column. On exit, even when the body raised, every hook
 is removed: the model's parameters and buffers are never touched.
+
+State written during a forward pass: only :class:`Steering`'s record of the call in progress
+(``_columns``, ``_batch``: which absolute columns and how many rows the current call covers,
+read from the KV cache's length or ``cache_position``; ``_inferred_prompt_length``: the width
+of the first call on an empty cache, i.e. ``generate``'s prefill). KV-cached generation needs
+them so that ``positions="prompt"/"completion"`` and per-token multipliers stay correct token by
+token. They are reset after every call and on exit. Nothing else is written in ``forward``.
+
+The other context managers here (:func:`record_outputs`, :func:`intercept_inputs`,
+:func:`watch_outputs`) only observe or replace a module's arguments for the replay engine
+(:mod:`unisteer.replay.recorder`) and the closed-form objectives; like :class:`Steering`, they
+remove their hooks on exit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Literal, cast
@@ -22,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from unisteer.core.delta import Delta, add_scaled
+from unisteer.core.outputs import hidden_of, with_hidden
 from unisteer.core.positions import (
     Multiplier,
     Positions,
@@ -140,7 +153,7 @@ class Steering:
 
     def _site_hook(self, delta: Delta, m: Multiplier, op: Op = "add") -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-            y = output[0] if isinstance(output, tuple) else output
+            y = hidden_of(output)
             if not isinstance(y, Tensor):
                 raise SteeringError(
                     f"site {delta.site!r} returned {type(y).__name__}, not a tensor"
@@ -164,10 +177,7 @@ class Steering:
                     "multipliers and position masks need [batch, tokens, width]"
                 )
             contribution = delta.null(y) if op == "null" else delta(x)
-            y_new = add_scaled(y, contribution, scale)
-            if isinstance(output, tuple):
-                return (y_new, *output[1:])
-            return y_new
+            return with_hidden(output, add_scaled(y, contribution, scale))
 
         return hook
 
@@ -260,14 +270,62 @@ def record_outputs(model: nn.Module, site: str) -> Iterator[list[Tensor]]:
     seen: list[Tensor] = []
 
     def hook(mod: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        y = output[0] if isinstance(output, tuple) else output
-        seen.append(y.detach())
+        seen.append(hidden_of(output).detach())
 
     handle = module.register_forward_hook(hook)
     try:
         yield seen
     finally:
         handle.remove()
+
+
+#: ``fn(index, args, kwargs)`` called before ``modules[index]`` runs; it returns ``None`` (run
+#: the module as called) or the ``(args, kwargs)`` to run it with instead.
+InputHook = Callable[
+    [int, tuple[Any, ...], dict[str, Any]], tuple[tuple[Any, ...], dict[str, Any]] | None
+]
+
+
+@contextmanager
+def intercept_inputs(modules: Sequence[nn.Module], fn: InputHook) -> Iterator[None]:
+    """Inside the ``with`` block, call ``fn`` with the arguments of every call of each module
+    of ``modules`` before it runs (it may replace them, or raise to end the forward pass); the
+    hooks are removed on exit. The replay engine records block inputs with it."""
+
+    def hook(index: int) -> Any:
+        def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            return fn(index, args, kwargs)
+
+        return pre
+
+    handles = []
+    try:
+        for i, module in enumerate(modules):
+            handles.append(module.register_forward_pre_hook(hook(i), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def watch_outputs(
+    modules: Sequence[nn.Module], fn: Callable[[nn.Module, Any], None]
+) -> Iterator[None]:
+    """Inside the ``with`` block, call ``fn(module, output)`` after every call of each module of
+    ``modules`` (the output is not changed); the hooks are removed on exit."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        fn(module, output)
+
+    handles = []
+    try:
+        for module in modules:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def steer(

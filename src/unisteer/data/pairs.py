@@ -13,6 +13,9 @@ from unisteer.data.problems import Problem
 from unisteer.errors import DataError
 from unisteer.files import write_text_atomic
 
+#: The values ``meta["split"]`` may take.
+SPLITS = ("train", "test")
+
 
 @dataclass(frozen=True)
 class PolarityPair:
@@ -134,9 +137,20 @@ class PairSet(Sequence[PolarityPair]):
         test = [p for i, p in enumerate(self._pairs) if i in test_idx]
         return PairSet(train, name=f"{self.name}/train"), PairSet(test, name=f"{self.name}/test")
 
+    def has_fixed_split(self, key: str = "split") -> bool:
+        """Whether every pair records its split in ``meta[key]`` (``"train"`` / ``"test"``)."""
+        return all(p.meta.get(key) in SPLITS for p in self._pairs)
+
+    def train_test(self, test_size: float | int = 0.2, seed: int = 0) -> tuple[PairSet, PairSet]:
+        """The split the data records (:meth:`fixed_split`) when every pair has one, else a
+        seeded random split (:meth:`split`): the one rule every caller uses."""
+        if self.has_fixed_split():
+            return self.fixed_split()
+        return self.split(test_size=test_size, seed=seed)
+
     def fixed_split(self, key: str = "split") -> tuple[PairSet, PairSet]:
         """The split recorded in each pair's ``meta[key]`` (``"train"`` / ``"test"``)."""
-        missing = [p.id for p in self._pairs if p.meta.get(key) not in ("train", "test")]
+        missing = [p.id for p in self._pairs if p.meta.get(key) not in SPLITS]
         if missing:
             raise DataError(
                 f"{self.name}: {len(missing)} pairs have no meta[{key!r}] of 'train' or 'test' "

@@ -21,6 +21,7 @@ from typing import Any
 from unisteer.data.pairs import PairSet, PolarityPair
 from unisteer.data.problems import Problem, ProblemLog
 from unisteer.errors import DataError
+from unisteer.files import json_safe
 
 DEFAULT_FIELDS: dict[str, str] = {
     "query": "query",
@@ -44,24 +45,6 @@ def _field_map(fields: Mapping[str, str] | None) -> dict[str, str]:
             )
         out.update(fields)
     return out
-
-
-def _json_safe(value: Any) -> Any:
-    """Numbers, strings, lists and dicts as plain JSON values (numpy scalars unwrapped)."""
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, str | bytes):
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            value = value.tolist() if hasattr(value, "tolist") else str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
 
 
 def _is_missing(value: Any) -> bool:
@@ -136,7 +119,7 @@ def pairs_from_rows(
             )
             continue
         used = {fmap[n] for n in (*_TEXT_FIELDS, "id")}
-        meta = {str(k): _json_safe(v) for k, v in row.items() if k not in used}
+        meta = {str(k): json_safe(v) for k, v in row.items() if k not in used}
         nested = meta.pop("meta", None)  # what PairSet.to_jsonl writes
         if isinstance(nested, dict):
             meta = {**nested, **meta}

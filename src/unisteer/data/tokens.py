@@ -1,4 +1,5 @@
-"""Token ids with the exact prompt / completion boundary, and padding into batches.
+"""Token ids with the exact prompt / completion boundary, and padding into batches: the one
+home of encode-and-collate for the sweep, the trainer and the objectives.
 
 A query is formatted with the tokenizer's chat template when it has one (the user turn plus
 the generation prompt), else used as plain text. The prompt and the completion are tokenised
@@ -177,6 +178,7 @@ def encode_pairs(
     include_suffix: bool = False,
     system_prompt: str | None = None,
 ) -> list[tuple[Encoded, Encoded]]:
+    """:func:`encode_pair` for every pair: what the sweep, the trainer and DiffMean tokenise."""
     return [
         encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
         for p in pairs
@@ -186,5 +188,6 @@ def encode_pairs(
 def pair_batch(
     encoded: Sequence[tuple[Encoded, Encoded]], indices: Sequence[int], pad: int
 ) -> Batch:
-    """Rows ``[p0+, p0-, p1+, p1-, ...]``, right-padded."""
+    """The pairs ``indices`` of ``encoded`` as rows ``[p0+, p0-, p1+, p1-, ...]``, right-padded
+    (the layout the sweep, the trainer, DiffMean and the replay engine share)."""
     return collate([e for i in indices for e in encoded[i]], pad, padding_side="right")

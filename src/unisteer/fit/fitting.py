@@ -14,7 +14,7 @@ in which no start converged raises :class:`~unisteer.fit.errors.FitConvergenceEr
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias, overload
+from typing import Literal, Protocol, TypeAlias, TypedDict, Unpack, cast, overload
 
 import numpy.typing as npt
 import pandas as pd
@@ -104,48 +104,59 @@ def fit_curve(
     return fit
 
 
-@overload
-def fit_preference(
-    data: Data,
-    y: npt.ArrayLike | None = None,
-    *,
-    per_pair: Literal[False] = False,
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> CurveFit: ...
+class FitOptions(TypedDict, total=False):
+    """Options every fitting function takes (defaults in :func:`fit_curve`)."""
+
+    n_starts: int
+    seed: int
+    bootstrap: int
+    ci_level: float
+    bootstrap_starts: int
+    strict: bool
 
 
-@overload
-def fit_preference(
-    data: Data,
-    y: npt.ArrayLike | None = None,
-    *,
-    per_pair: Literal[True],
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> PairFits: ...
+class CurveFitter(Protocol):
+    """A fitting function of one curve kind: the mean curve (a :class:`CurveFit`) by default,
+    every pair's own curve (:class:`PairFits`) with ``per_pair=True``."""
+
+    @overload
+    def __call__(
+        self,
+        data: Data,
+        y: npt.ArrayLike | None = None,
+        *,
+        per_pair: Literal[False] = False,
+        **options: Unpack[FitOptions],
+    ) -> CurveFit: ...
+
+    @overload
+    def __call__(
+        self,
+        data: Data,
+        y: npt.ArrayLike | None = None,
+        *,
+        per_pair: Literal[True],
+        **options: Unpack[FitOptions],
+    ) -> PairFits: ...
 
 
-def fit_preference(
-    data: Data,
-    y: npt.ArrayLike | None = None,
-    *,
-    per_pair: bool = False,
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> CurveFit | PairFits:
+def _fitter(kind: Kind, doc: str) -> CurveFitter:
+    def fit(
+        data: Data,
+        y: npt.ArrayLike | None = None,
+        *,
+        per_pair: bool = False,
+        **options: Unpack[FitOptions],
+    ) -> CurveFit | PairFits:
+        return fit_curve(kind, data, y, per_pair=per_pair, **options)
+
+    fit.__name__ = fit.__qualname__ = f"fit_{kind}"
+    fit.__doc__ = doc
+    return cast(CurveFitter, fit)
+
+
+fit_preference = _fitter(
+    "preference",
     """Fit PrefOdds(m) = (α·m + β)·D_p(m) + b_p (Eq. 15).
 
     ``data`` is a sweep table (the mean curve over pairs is fitted) or an array of m with
@@ -154,109 +165,20 @@ def fit_preference(
     ``ci_level`` from B resamples of pairs (with replacement), each refitted from the full-data
     fit plus ``bootstrap_starts`` seeded starts. ``n_starts`` seeded SLSQP starts (≥ 16
     recommended) and ``seed`` make the result deterministic. ``strict``: see the module doc.
-    """
-    return fit_curve(
-        "preference",
-        data,
-        y,
-        per_pair=per_pair,
-        n_starts=n_starts,
-        seed=seed,
-        bootstrap=bootstrap,
-        ci_level=ci_level,
-        bootstrap_starts=bootstrap_starts,
-        strict=strict,
-    )
+    """,
+)
 
-
-@overload
-def fit_utility(
-    data: Data,
-    y: npt.ArrayLike | None = None,
-    *,
-    per_pair: Literal[False] = False,
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> CurveFit: ...
-
-
-@overload
-def fit_utility(
-    data: Data,
-    y: npt.ArrayLike | None = None,
-    *,
-    per_pair: Literal[True],
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> PairFits: ...
-
-
-def fit_utility(
-    data: Data,
-    y: npt.ArrayLike | None = None,
-    *,
-    per_pair: bool = False,
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> CurveFit | PairFits:
+fit_utility = _fitter(
+    "utility",
     """Fit UtilOdds(m) = β_u·D_u(m) + b_u (Eq. 17) to in-domain points only.
 
     Arguments as for :func:`fit_preference`; out-of-domain rows (``util_in_domain`` False) are
     dropped before averaging, and at least 7 distinct m must remain.
-    """
-    return fit_curve(
-        "utility",
-        data,
-        y,
-        per_pair=per_pair,
-        n_starts=n_starts,
-        seed=seed,
-        bootstrap=bootstrap,
-        ci_level=ci_level,
-        bootstrap_starts=bootstrap_starts,
-        strict=strict,
-    )
+    """,
+)
 
 
-def fit_sweep(
-    table: pd.DataFrame,
-    *,
-    n_starts: int = 16,
-    seed: int = 0,
-    bootstrap: int = 0,
-    ci_level: float = 0.95,
-    bootstrap_starts: int = 3,
-    strict: bool = True,
-) -> SweepFit:
-    """Fit the mean preference and utility curves of a sweep table."""
-    pref = fit_preference(
-        table,
-        n_starts=n_starts,
-        seed=seed,
-        bootstrap=bootstrap,
-        ci_level=ci_level,
-        bootstrap_starts=bootstrap_starts,
-        strict=strict,
-    )
-    util = fit_utility(
-        table,
-        n_starts=n_starts,
-        seed=seed,
-        bootstrap=bootstrap,
-        ci_level=ci_level,
-        bootstrap_starts=bootstrap_starts,
-        strict=strict,
-    )
-    return SweepFit(pref, util)
+def fit_sweep(table: pd.DataFrame, **options: Unpack[FitOptions]) -> SweepFit:
+    """Fit the mean preference and utility curves of a sweep table (options as for
+    :func:`fit_preference`)."""
+    return SweepFit(fit_preference(table, **options), fit_utility(table, **options))

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from unisteer.core.outputs import hidden_of
 from unisteer.core.sites import find_blocks
+from unisteer.core.steer import intercept_inputs, watch_outputs
 from unisteer.model.config import logit_softcap
 from unisteer.replay.logprob import token_logprobs, unembed_logprobs
 
@@ -125,43 +126,35 @@ class Recorder:
         hidden: dict[str, Tensor] = {}
         head: list[nn.Module] = []
         after = {"on": False}
-        handles = []
+        replayed = self.blocks[self.layer :]
 
-        def pre(index: int) -> Any:
-            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                calls.append((args[1:], dict(kwargs)))
-                if index != self.layer:
-                    return None
-                if replace is None:
-                    hidden["h"] = args[0]
-                    return None
-                hidden["h"] = replace(args[0])
-                return (hidden["h"], *args[1:]), kwargs
+        def before_block(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            calls.append((args[1:], dict(kwargs)))
+            if index != 0:
+                return None
+            if replace is None:
+                hidden["h"] = args[0]
+                return None
+            hidden["h"] = replace(args[0])
+            return (hidden["h"], *args[1:]), kwargs
 
-            return hook
-
-        def last_done(module: nn.Module, args: Any, output: Any) -> None:
+        def last_done(module: nn.Module, output: Any) -> None:
             after["on"] = True
             hidden["last"] = hidden_of(output)
 
-        def leaf(module: nn.Module, args: Any, output: Any) -> None:
+        def leaf(module: nn.Module, output: Any) -> None:
             if after["on"]:
                 head.append(module)
 
         inside = {id(m) for b in self.blocks for m in b.modules()}
-        try:
-            for i in range(self.layer, len(self.blocks)):
-                handles.append(self.blocks[i].register_forward_pre_hook(pre(i), with_kwargs=True))
-            handles.append(self.blocks[-1].register_forward_hook(last_done))
-            if not self.head:
-                for m in _leaves(self.model):
-                    if id(m) not in inside:
-                        handles.append(m.register_forward_hook(leaf))
-            with torch.no_grad():
-                logits = self.model(**inputs).logits
-        finally:
-            for h in handles:
-                h.remove()
+        outside = [] if self.head else [m for m in _leaves(self.model) if id(m) not in inside]
+        with (
+            intercept_inputs(replayed, before_block),
+            watch_outputs(self.blocks[-1:], last_done),
+            watch_outputs(outside, leaf),
+            torch.no_grad(),
+        ):
+            logits = self.model(**inputs).logits
         if not self.head:
             self.head = head
         return hidden["h"], calls, logits, hidden.get("last")
@@ -171,18 +164,15 @@ class Recorder:
         before L run exactly as in the ordinary forward pass, the rest not at all."""
         hidden: dict[str, Tensor] = {}
 
-        def stop(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        def stop(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             hidden["h"] = args[0] if args else kwargs["hidden_states"]
             raise _Reached
 
-        handle = self.blocks[self.layer].register_forward_pre_hook(stop, with_kwargs=True)
         try:
-            with torch.no_grad():
+            with intercept_inputs(self.blocks[self.layer : self.layer + 1], stop), torch.no_grad():
                 self.model(**inputs)
         except _Reached:
             pass
-        finally:
-            handle.remove()
         return hidden["h"]
 
     def blocks_from(

@@ -21,7 +21,7 @@ from unisteer.core.create import new_delta
 from unisteer.core.delta import Delta
 from unisteer.core.steer import record_outputs
 from unisteer.data.pairs import PolarityPair
-from unisteer.data.tokens import collate, encode_pair, pad_id
+from unisteer.data.tokens import encode_pairs, pad_id, pair_batch
 from unisteer.scoring.grid import symmetric_grid
 
 
@@ -44,19 +44,14 @@ def diffmean(
         raise ValueError("DiffMean needs at least one pair")
     delta = new_delta(model, "vector", layer, site=site, tokenizer=tokenizer)
     pad = pad_id(tokenizer)
+    encoded = encode_pairs(
+        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+    )
     total = torch.zeros(delta.d_out, dtype=torch.float64)
     norms: list[torch.Tensor] = []
     starts = range(0, len(pairs), batch_size)
     for start in tqdm(starts, desc="diffmean", disable=not progress, unit="batch"):
-        chunk = pairs[start : start + batch_size]
-        encoded = [
-            e
-            for p in chunk
-            for e in encode_pair(
-                tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt
-            )
-        ]
-        batch = collate(encoded, pad, padding_side="right")
+        batch = pair_batch(encoded, range(start, min(start + batch_size, len(pairs))), pad)
         with torch.no_grad(), record_outputs(model, delta.site) as seen:
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         h = seen[0].to(torch.float64).reshape(*batch.input_ids.shape, -1)
