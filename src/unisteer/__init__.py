@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from unisteer.fit.errors import FitError
     from unisteer.fit.fitting import fit_sweep
     from unisteer.generation import generate
-    from unisteer.model.load import DEFAULT_MODEL, load_model
+    from unisteer.model import DEFAULT_MODEL
+    from unisteer.model.load import load_model
     from unisteer.scoring.sweep import score_pairs, sweep
     from unisteer.scoring.table import SweepResult
     from unisteer.training.trainer import TrainingDiverged, train
@@ -82,7 +83,7 @@ _HOMES: dict[str, str] = {
     "FitError": "unisteer.fit.errors",
     "fit_sweep": "unisteer.fit.fitting",
     "generate": "unisteer.generation",
-    "DEFAULT_MODEL": "unisteer.model.load",
+    "DEFAULT_MODEL": "unisteer.model",
     "load_model": "unisteer.model.load",
     "score_pairs": "unisteer.scoring.sweep",
     "sweep": "unisteer.scoring.sweep",

@@ -11,7 +11,7 @@ from unisteer.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    from unisteer.model.load import DEFAULT_MODEL
+    from unisteer.model import DEFAULT_MODEL
 
     p = sub.add_parser("sweep", help="PrefOdds and UtilOdds of a saved delta over a grid of m")
     p.add_argument("--model", default=DEFAULT_MODEL)

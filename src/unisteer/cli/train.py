@@ -12,7 +12,7 @@ from unisteer.errors import UsageError
 
 
 def register(sub: Any) -> None:
-    from unisteer.model.load import DEFAULT_MODEL
+    from unisteer.model import DEFAULT_MODEL
 
     p = sub.add_parser("train", help="train a vector, LoRA or local-weight delta")
     p.add_argument("--model", default=DEFAULT_MODEL, help="built-in name, directory or HF id")
