@@ -31,10 +31,11 @@ from typing import Any
 import torch
 
 import unisteer
+from unisteer.core.sites import middle_layer
 from unisteer.data import default_split
 from unisteer.training.batches import TrainBatch, prepare, row_scores
 from unisteer.training.objectives import make_objective
-from unisteer.training.trainer import _drawer, _step_generator, middle_layer
+from unisteer.training.trainer import multiplier_drawer, step_generator
 
 
 def epoch(
@@ -56,7 +57,9 @@ def epoch(
     first_loss, first_grads = float("nan"), []
     t = time.perf_counter()
     for i, tb in enumerate(batches):
-        rows = objective.rows(tb.n_pairs, _drawer(grid, _step_generator(0, 0, i)), delta.kind)
+        rows = objective.rows(
+            tb.n_pairs, multiplier_drawer(grid, step_generator(0, 0, i)), delta.kind
+        )
         loss = objective.loss(rows, row_scores(model, tb, delta, rows, runner))
         if whole:  # through the whole model: every parameter that requires a gradient
             loss.backward()

@@ -21,7 +21,7 @@ from pathlib import Path
 import unisteer
 from unisteer.data import PairSet
 from unisteer.data.axbench import read_axbench
-from unisteer.evaluate.commands import eval_axbench, make_judge
+from unisteer.evaluate import eval_axbench, make_judge
 from unisteer.generation import base_responder
 from unisteer.training.trainer import train
 

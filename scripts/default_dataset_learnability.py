@@ -15,10 +15,10 @@ import argparse
 import numpy as np
 
 import unisteer
+from unisteer.core.sites import middle_layer
 from unisteer.data import DEFAULT_CONCEPTS, default_split
 from unisteer.scoring.sweep import sweep
 from unisteer.training.objectives import diffmean
-from unisteer.training.trainer import middle_layer
 
 
 def main() -> None:

@@ -145,3 +145,27 @@ def test_bad_arguments() -> None:
         generate(model, word_tokenizer(), ["hello", ""])
     with pytest.raises(ValueError, match="seeds"):
         generate(model, tok, PROMPTS[:3], seed=[1, 2])
+
+
+def test_padding_uses_the_pad_id_even_when_it_is_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model("llama")
+    tok = word_tokenizer(chat_template=CHATML)
+    assert tok.pad_token_id == 0 and tok.eos_token_id not in (None, 0)
+    calls: list[dict[str, Any]] = []
+    real = model.generate
+
+    def spy(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    prompts = ["hello", "the sea is blue , i like it"]  # two lengths: the short one is padded
+    generate(model, tok, prompts, max_new_tokens=2, batch_size=2)
+    (call,) = calls
+    ids, mask = call["input_ids"], call["attention_mask"]
+    assert call["pad_token_id"] == 0
+    assert bool((mask == 0).any()) and bool((ids[mask == 0] == 0).all())
+    tok.pad_token = None  # no pad token: EOS pads (unisteer.data.tokens.pad_id)
+    generate(model, tok, prompts, max_new_tokens=2, batch_size=2)
+    assert calls[1]["pad_token_id"] == tok.eos_token_id
+    assert bool((calls[1]["input_ids"][calls[1]["attention_mask"] == 0] == tok.eos_token_id).all())

@@ -41,6 +41,7 @@ from unisteer.core.fingerprint import model_fingerprint
 from unisteer.core.positions import Multiplier, PositionMode
 from unisteer.core.steer import steer
 from unisteer.data.chat import has_chat_template, prompt_text
+from unisteer.data.tokens import pad_id
 from unisteer.files import write_text_atomic
 
 __all__ = [
@@ -187,8 +188,7 @@ def generate_detailed(
     empty = [i for i, e in enumerate(encoded) if not e]
     if empty:
         raise ValueError(f"prompt {empty[0]} tokenises to nothing; give it some text")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad = 0 if pad is None else int(pad)
+    pad = pad_id(tokenizer)
     eos = _eos_ids(model, tokenizer)
     order = sorted(range(n), key=lambda i: -len(encoded[i]))
     results: list[Generation | None] = [None] * n
@@ -352,44 +352,6 @@ class ResponseCache:
         write_text_atomic(
             self.path, json.dumps({"settings": self.settings, "responses": self._entries})
         )
-
-
-def base_responses(
-    model: Any,
-    tokenizer: Any,
-    instructions: Sequence[str],
-    *,
-    cache_dir: str | Path | None = None,
-    max_new_tokens: int = 128,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> list[str]:
-    """The unsteered model's greedy responses, from the cache where possible."""
-    from unisteer.generation import generate_text
-    from unisteer.model.load import cache_root
-
-    fp = model_fingerprint(model, tokenizer)
-    settings = {"max_new_tokens": max_new_tokens, "decoding": "greedy"}
-    directory = Path(cache_dir) if cache_dir is not None else cache_root() / "responses"
-    cache = ResponseCache(directory, f"{fp['config']}-{fp['tokenizer']}", settings)
-    todo = list(dict.fromkeys(i for i in instructions if cache.get(i) is None))
-    for start in range(0, len(todo), batch_size * 4):
-        chunk = todo[start : start + batch_size * 4]
-        texts = generate_text(
-            model,
-            tokenizer,
-            chunk,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        cache.put_many(dict(zip(chunk, texts, strict=True)))  # saved as we go: resumable
-    out = []
-    for i in instructions:
-        response = cache.get(i)
-        assert response is not None
-        out.append(response)
-    return out
 
 
 def base_responder(

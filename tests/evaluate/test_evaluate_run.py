@@ -25,8 +25,9 @@ from unisteer.evaluate import (
     rescore,
 )
 from unisteer.evaluate.accuracy import accuracy_by_m
+from unisteer.evaluate.axbench.concepts import resolve_concept
+from unisteer.evaluate.axbench.job import delta_dirs_by_concept
 from unisteer.evaluate.axbench.store import EvalStore
-from unisteer.evaluate.commands import delta_dirs_by_concept, resolve_concept
 from unisteer.evaluate.judges.prompts import Criterion
 from unisteer.scoring.sweep import score_pairs
 
@@ -282,16 +283,16 @@ def test_eval_accuracy_writes_and_resumes(tmp_path: Path, monkeypatch: pytest.Mo
     saved = result[result.delta == "saved"].reset_index(drop=True)
     pd.testing.assert_series_equal(lora["accuracy"], saved["accuracy"])
     assert (tmp_path / "out" / "accuracy.json").is_file()
-    import unisteer.evaluate.commands as cli_module
+    import unisteer.evaluate.accuracy as accuracy_module
 
     calls: list[Sequence[float]] = []
-    real = cli_module.accuracy_by_m
+    real = accuracy_module.accuracy_by_m
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(args[4])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli_module, "accuracy_by_m", counting)
+    monkeypatch.setattr(accuracy_module, "accuracy_by_m", counting)
     again = eval_accuracy(
         model, tok, pairs, deltas, [-1.0, 1.0, 2.0], tmp_path / "out", progress=False
     )

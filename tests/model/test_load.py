@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerFast
 
 import unisteer
 from unisteer import ModelLoadError, load_model
-from unisteer.model.load import _cache_problem, builtin_gguf_path, cache_root
+from unisteer.model.load import builtin_gguf_path, cache_problem, cache_root
 
 from tiny_models import tiny_model
 
@@ -97,7 +97,7 @@ def test_corrupt_cache_is_rebuilt(
     source = builtin_gguf_path("smollm2-135m-instruct")
     cache = tmp_path / "smollm2-135m-instruct"
     shutil.copytree(cache_root() / "models" / "smollm2-135m-instruct", cache)
-    assert _cache_problem(cache, source) is None
+    assert cache_problem(cache, source) is None
     weights = cache / "model.safetensors"
     size = weights.stat().st_size
     # Same size, garbage header: passes the cheap check, fails to load, gets rebuilt.
@@ -113,4 +113,4 @@ def test_corrupt_cache_is_rebuilt(
     # A truncated file is caught by the size check before loading.
     with weights.open("r+b") as f:
         f.truncate(size // 2)
-    assert "wrong size" in str(_cache_problem(cache, source))
+    assert "wrong size" in str(cache_problem(cache, source))

@@ -14,7 +14,7 @@ from unisteer.training.batches import prepare, row_scores
 from unisteer.training.checkpoint import CheckpointError
 from unisteer.training.config import PRESETS, make_config, preset_kind_objective
 from unisteer.training.objectives import diffmean, make_objective
-from unisteer.training.trainer import TrainingDiverged, train
+from unisteer.training.trainer import TrainingDiverged, multiplier_drawer, train
 
 from conftest import make_delta
 from tiny_models import tiny_model
@@ -48,7 +48,7 @@ def test_cached_loss_and_gradient_equal_naive(
     for method in ("cached", "naive"):
         batches, runner = prepare(model, tok, pairs, delta, batch_size=3, seed=0, method=method)  # type: ignore[arg-type]
         assert (runner is not None) == (method == "cached")
-        draw = train_module._drawer([0.5, 1.0, 2.0], torch.Generator().manual_seed(5))
+        draw = multiplier_drawer([0.5, 1.0, 2.0], torch.Generator().manual_seed(5))
         rows = obj.rows(batches[0].n_pairs, draw, delta.kind)
         loss = obj.loss(rows, row_scores(model, batches[0], delta, rows, runner))
         grads = torch.autograd.grad(loss, list(delta.parameters()))
@@ -150,7 +150,7 @@ def test_ctrl_c_checkpoints_and_resume_matches(
         "grad_accum": 3, "progress": False,
     }  # fmt: skip
     whole = train(model, tok, pairs, **kw)
-    real = train_module._objective_loss
+    real = train_module.objective_loss
     calls = {"n": 0}
 
     def interrupted(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -159,10 +159,10 @@ def test_ctrl_c_checkpoints_and_resume_matches(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_objective_loss", interrupted)
+    monkeypatch.setattr(train_module, "objective_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(model, tok, pairs, checkpoint_dir=tmp_path, **kw)
-    monkeypatch.setattr(train_module, "_objective_loss", real)
+    monkeypatch.setattr(train_module, "objective_loss", real)
     resumed = train(model, tok, pairs, checkpoint_dir=tmp_path, resume=True, **kw)
     for p, q in zip(whole.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q)
@@ -191,7 +191,7 @@ def test_nan_stops_with_last_good_state(tok: Any, monkeypatch: pytest.MonkeyPatc
         "progress": False,
     }
     after_one = train(model, tok, pairs, max_steps=1, **kw)
-    real = train_module._objective_loss
+    real = train_module.objective_loss
     calls = {"n": 0}
 
     def poisoned(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -199,7 +199,7 @@ def test_nan_stops_with_last_good_state(tok: Any, monkeypatch: pytest.MonkeyPatc
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(train_module, "_objective_loss", poisoned)
+    monkeypatch.setattr(train_module, "objective_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="optimiser step 3: the loss is nan") as info:
         train(model, tok, pairs, **kw)
     assert torch.equal(info.value.delta.bias_, after_one.bias_)
@@ -228,7 +228,7 @@ def test_nan_gradient_is_caught(tok: Any, monkeypatch: pytest.MonkeyPatch) -> No
         "progress": False,
     }
     after_one = train(model, tok, random_pairs(8), max_steps=1, **kw)
-    real = train_module._objective_loss
+    real = train_module.objective_loss
     calls = {"n": 0}
 
     def poisoned(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -236,7 +236,7 @@ def test_nan_gradient_is_caught(tok: Any, monkeypatch: pytest.MonkeyPatch) -> No
         loss = real(*args, **kwargs)
         return NanGradient.apply(loss) if calls["n"] == 2 else loss  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(train_module, "_objective_loss", poisoned)
+    monkeypatch.setattr(train_module, "objective_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="step 2: the gradient norm is nan") as info:
         train(model, tok, random_pairs(8), **kw)
     # The parameters that gave the NaN gradient are suspect: back to those before step 1.

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    from unisteer.model.load import DEFAULT_MODEL
+    from unisteer.model import DEFAULT_MODEL
 
     p = sub.add_parser(
         "demo", help="load the default model and print an unsteered and a steered completion"
@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
         "--strength",
         type=float,
         default=0.6,
-        help="multiplier as a fraction of the median residual norm (default 0.6)",
+        help="the push m·‖v‖ as a fraction of the median residual norm (default 0.6)",
     )
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.set_defaults(func=run)

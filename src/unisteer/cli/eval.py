@@ -22,7 +22,7 @@ def _grid(text: str | None, what: str) -> list[float] | None:
 
 
 def register(sub: Any) -> None:
-    from unisteer.model.load import DEFAULT_MODEL
+    from unisteer.model import DEFAULT_MODEL
 
     ev = sub.add_parser("eval", help="evaluate deltas: AxBench generation, or pair accuracy")
     ev_sub = ev.add_subparsers(dest="eval_command", required=True)
@@ -79,9 +79,10 @@ def register(sub: Any) -> None:
 
 
 def axbench(args: argparse.Namespace) -> int:
+    from unisteer.evaluate.axbench.job import delta_dirs_by_concept, eval_axbench
     from unisteer.evaluate.axbench.protocol import AxBenchSettings
     from unisteer.evaluate.axbench.run import AxBenchReport, rescore
-    from unisteer.evaluate.commands import delta_dirs_by_concept, eval_axbench, make_judge
+    from unisteer.evaluate.judges.select import make_judge
     from unisteer.model.load import load_model
 
     model, tokenizer = load_model(args.model)
@@ -142,7 +143,7 @@ def axbench(args: argparse.Namespace) -> int:
 
 
 def accuracy(args: argparse.Namespace) -> int:
-    from unisteer.evaluate.commands import eval_accuracy
+    from unisteer.evaluate.accuracy import eval_accuracy
     from unisteer.model.load import load_model
 
     model, tokenizer = load_model(args.model)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -166,8 +167,8 @@ def pad_id(tokenizer: Any) -> int:
     """The tokenizer's pad id, else its EOS id (padding is masked out either way)."""
     for attr in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, attr, None)
-        if isinstance(value, int):
-            return value
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
+            return int(value)
     return 0
 
 

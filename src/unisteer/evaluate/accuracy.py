@@ -3,18 +3,28 @@
 A pair counts as correct when the (steered) model prefers the positive answer:
 ``P(A_p | q) > P(A_n | q)``, i.e. ``PrefOdds = L_n − L_p > 0`` with summed completion NLLs.
 Ties count as wrong. Computed with :func:`unisteer.scoring.sweep` (one pass for many m).
+
+:func:`eval_accuracy` is what ``unisteer eval accuracy`` calls: several deltas, results written
+into a directory atomically (with tqdm progress), stored (delta, m) results reused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from unisteer.core.delta import Delta
 from unisteer.data.pairs import PolarityPair
+from unisteer.errors import DataError
+from unisteer.evaluate.axbench.store import DeltaSource, as_delta, slug, write_parquet_atomic
+from unisteer.files import write_text_atomic
 from unisteer.scoring.sweep import score_pairs, sweep
 
 
@@ -81,3 +91,77 @@ def accuracy_by_m(
         .reset_index()
     )
     return summary, table
+
+
+def _pairs_hash(pairs: Sequence[PolarityPair]) -> str:
+    h = hashlib.sha256()
+    for p in pairs:
+        h.update(json.dumps(p.key).encode())
+    return h.hexdigest()[:16]
+
+
+def eval_accuracy(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    deltas: Mapping[str, DeltaSource | None],
+    ms: Sequence[float],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    **score_kwargs: Any,
+) -> pd.DataFrame:
+    """Accuracy (the model prefers A_p) of each delta at each m; a ``None`` delta is the base
+    model, scored at m = 0 only.
+
+    Writes ``accuracy/<name>.parquet`` (per pair and m), ``accuracy.parquet`` and
+    ``accuracy.json`` (per delta and m: accuracy, n, mean PrefOdds). Stored (delta, m) results
+    for the same pairs are reused.
+    """
+    out = Path(out_dir)
+    data_hash = _pairs_hash(pairs)
+    summaries = []
+    for name, source in tqdm(deltas.items(), desc="accuracy", disable=not progress):
+        grid = [0.0] if source is None else [float(m) for m in ms]
+        part = out / "accuracy" / f"{slug(name)}.parquet"
+        stored = pd.read_parquet(part) if part.is_file() else pd.DataFrame()
+        if not stored.empty and set(stored["data_hash"]) != {data_hash}:
+            raise DataError(f"{part} was computed on other pairs; use another output directory")
+        have = set(stored["m"].astype(float)) if not stored.empty else set()
+        todo = [m for m in grid if m not in have]
+        if todo:
+            delta = None if source is None else as_delta(source, model, tokenizer)
+            _, table = accuracy_by_m(
+                model, tokenizer, pairs, delta, todo, progress=progress, **score_kwargs
+            )
+            table.insert(0, "delta", name)
+            table["data_hash"] = data_hash
+            stored = pd.concat([stored, table], ignore_index=True) if not stored.empty else table
+            write_parquet_atomic(part, stored)
+        rows = stored[stored["m"].isin(grid)]
+        summary = (
+            rows.groupby("m", sort=True)
+            .agg(
+                accuracy=("prefers_positive", "mean"),
+                n=("prefers_positive", "size"),
+                pref_odds=("pref_odds", "mean"),
+            )
+            .reset_index()
+        )
+        summary.insert(0, "delta", name)
+        summaries.append(summary)
+    result = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    write_parquet_atomic(out / "accuracy.parquet", result)
+    write_text_atomic(
+        out / "accuracy.json",
+        json.dumps(
+            {
+                "pairs": len(pairs),
+                "data_hash": data_hash,
+                "results": json.loads(result.to_json(orient="records")),
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    return result

@@ -1,8 +1,12 @@
 """``unisteer demo``: steer the default model toward a concept and show the difference.
 
-A DiffMean vector is computed from a handful of sentences written for this demo (about the sea
-vs. about everyday matters) at the residual output of the middle block, scaled to a fraction
-of the typical residual norm there, and applied to a chat prompt with greedy decoding.
+A DiffMean vector (:func:`unisteer.training.objectives.diffmean.diffmean`) is computed from a
+handful of polarity pairs written for this demo: one neutral query, answered by a sentence about
+the sea (A_p) or about everyday matters (A_n), at the residual output of the middle block. Its
+multiplier is ``strength`` in DiffMean's natural unit ‖h‖/‖v‖ (``meta["unit"]``, ‖h‖ the median
+residual norm there), so the push m·v has norm ``strength`` × the typical residual norm. A chat
+prompt is then completed greedily, unsteered (m = 0) and steered, as one batch of
+:func:`unisteer.generation.generate`.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from unisteer.core.create import new_delta
 from unisteer.core.delta import Delta
-from unisteer.core.sites import find_blocks
-from unisteer.core.steer import steer
-from unisteer.model.load import DEFAULT_MODEL, load_model
+from unisteer.core.sites import middle_layer
+from unisteer.data.pairs import PolarityPair
+from unisteer.generation import generate
+from unisteer.model import DEFAULT_MODEL
+from unisteer.model.load import load_model
+from unisteer.training.objectives.diffmean import diffmean
 
+#: The query every demo pair shares: it asks for nothing in particular.
+QUERY = "Write a sentence."
 SEA = (
     "The waves rolled onto the beach while gulls circled above the harbour.",
     "We sailed past the lighthouse and watched dolphins leap beside the boat.",
@@ -45,49 +51,20 @@ class DemoResult:
     multiplier: float
     unsteered: str
     steered: str
+    strength: float | None = None  # m·‖v‖ as a fraction of the median residual norm
 
 
-def _mean_activation(model: Any, tokenizer: Any, texts: tuple[str, ...], site: str) -> torch.Tensor:
-    """Mean residual activation over tokens (the first token, an attention sink, excluded)."""
-    block = model.get_submodule(site)
-    rows: list[torch.Tensor] = []
-
-    def grab(module: Any, args: Any, output: Any) -> None:
-        h = output[0] if isinstance(output, tuple) else output
-        rows.append(h[0, 1:])
-
-    handle = block.register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            for text in texts:
-                model(**tokenizer(text, return_tensors="pt"))
-    finally:
-        handle.remove()
-    return torch.cat(rows).mean(0)
+def demo_pairs() -> list[PolarityPair]:
+    """The demo's polarity pairs: :data:`QUERY` answered about the sea (A_p) or not (A_n)."""
+    return [
+        PolarityPair(QUERY, sea, everyday, id=f"sea-{i}")
+        for i, (sea, everyday) in enumerate(zip(SEA, EVERYDAY, strict=True))
+    ]
 
 
-def diffmean_demo_vector(model: Any, tokenizer: Any, layer: int) -> tuple[Delta, float]:
-    """A unit DiffMean vector at ``layer`` and the median residual norm there."""
-    delta = new_delta(model, "vector", layer, tokenizer=tokenizer, meta={"objective": "diffmean"})
-    pos = _mean_activation(model, tokenizer, SEA, delta.site)
-    neg = _mean_activation(model, tokenizer, EVERYDAY, delta.site)
-    v = pos - neg
-    block = model.get_submodule(delta.site)
-    norms: list[torch.Tensor] = []
-
-    def grab(module: Any, args: Any, output: Any) -> None:
-        h = output[0] if isinstance(output, tuple) else output
-        norms.append(h[0, 1:].norm(dim=-1))
-
-    handle = block.register_forward_hook(grab)
-    try:
-        with torch.no_grad():
-            model(**tokenizer(" ".join(EVERYDAY), return_tensors="pt"))
-    finally:
-        handle.remove()
-    with torch.no_grad():
-        delta.bias_.copy_(v / v.norm())
-    return delta, float(torch.cat(norms).median())
+def diffmean_demo_vector(model: Any, tokenizer: Any, layer: int) -> Delta:
+    """The DiffMean vector of :func:`demo_pairs` at ``layer`` (its unit in ``meta["unit"]``)."""
+    return diffmean(model, tokenizer, demo_pairs(), layer=layer)
 
 
 def run_demo(
@@ -96,37 +73,21 @@ def run_demo(
     strength: float = 0.6,
     max_new_tokens: int = 48,
 ) -> DemoResult:
-    model: Any
+    """Complete ``prompt`` unsteered and steered toward the sea at ``strength`` units."""
     model, tokenizer = load_model(model_name)
-    _, blocks = find_blocks(model)
-    layer = len(blocks) // 2
-    delta, norm = diffmean_demo_vector(model, tokenizer, layer)
-    m = strength * norm
-    if getattr(tokenizer, "chat_template", None):
-        enc = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-    else:
-        enc = tokenizer(prompt, return_tensors="pt")
-    n_prompt = enc["input_ids"].shape[1]
-
-    def complete() -> str:
-        with torch.no_grad():
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-            )
-        return str(tokenizer.decode(out[0, n_prompt:], skip_special_tokens=True)).strip()
-
-    plain = complete()
-    with steer(model, delta, m=m):
-        steered = complete()
-    return DemoResult(prompt, layer, m, plain, steered)
+    layer = middle_layer(model)
+    delta = diffmean_demo_vector(model, tokenizer, layer)
+    m = strength * float(delta.meta["unit"])
+    plain, steered = generate(
+        model,
+        tokenizer,
+        [prompt, prompt],
+        delta=delta,
+        m=[0.0, m],
+        max_new_tokens=max_new_tokens,
+        batch_size=2,
+    )
+    return DemoResult(prompt, layer, m, plain, steered, strength)
 
 
 def format_side_by_side(result: DemoResult, width: int | None = None) -> str:
@@ -134,10 +95,15 @@ def format_side_by_side(result: DemoResult, width: int | None = None) -> str:
     col = max(30, (total - 3) // 2)
     left = textwrap.wrap(result.unsteered, col) or [""]
     right = textwrap.wrap(result.steered, col) or [""]
-    head_r = f"steered toward 'the sea' (m = {result.multiplier:.1f})"
+    head_r = f"steered toward 'the sea' (m = {result.multiplier:.2f})"
+    scale = (
+        f", m·‖v‖ = {result.strength:g} × the median residual norm"
+        if result.strength is not None
+        else ""
+    )
     lines = [
         f"prompt: {result.prompt}",
-        f"vector: DiffMean at the output of block {result.layer}, unit norm",
+        f"vector: v = DiffMean at the output of block {result.layer}{scale}",
         "",
         f"{'unsteered':<{col}} | {head_r}",
         f"{'-' * col}-+-{'-' * col}",

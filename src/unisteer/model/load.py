@@ -24,10 +24,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from unisteer.errors import ModelLoadError
 from unisteer.files import write_text_atomic
+from unisteer.model import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _MARKER = "unisteer-cache.json"
 _CACHE_FORMAT = 1
 
@@ -90,8 +90,11 @@ def _read_marker(cache_dir: Path) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) else None
 
 
-def _cache_problem(cache_dir: Path, source: Path) -> str | None:
-    """Why the cache cannot be used, or ``None`` if it looks complete."""
+def cache_problem(cache_dir: Path, source: Path) -> str | None:
+    """Why the float32 cache ``cache_dir`` of a built-in model converted from the GGUF file
+    ``source`` cannot be used (``"missing"``, or what is wrong with it), or ``None`` if it looks
+    complete: the marker file names this cache format and ``source``'s size, and every file it
+    lists is there with its recorded size. A cheap check: it reads no weights."""
     if not cache_dir.exists():
         return "missing"
     marker = _read_marker(cache_dir)
@@ -159,7 +162,7 @@ def _load_builtin(
 ) -> tuple[Any, Any]:
     source = builtin_gguf_path(name)
     target = (cache_dir or cache_root() / "models") / name
-    problem = _cache_problem(target, source)
+    problem = cache_problem(target, source)
     if problem is not None:
         if problem != "missing":
             log.warning(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from unisteer._version import __version__
 from unisteer.core.create import new_delta
 from unisteer.core.delta import KINDS, Delta, Kind
-from unisteer.core.sites import find_blocks
+from unisteer.core.sites import middle_layer
 from unisteer.data.pairs import PolarityPair
 from unisteer.errors import UnisteerError
 from unisteer.replay.stacked import StackedRunner
@@ -51,11 +51,6 @@ class TrainingDiverged(UnisteerError):
         self.delta = delta
 
 
-def middle_layer(model: nn.Module) -> int:
-    """The index of the middle decoder block."""
-    return len(find_blocks(model)[1]) // 2
-
-
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     was_training = model.training
@@ -66,30 +61,37 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _step_generator(seed: int, epoch: int, micro: int) -> torch.Generator:
+def step_generator(seed: int, epoch: int, micro: int) -> torch.Generator:
+    """The generator of micro-batch ``micro`` of ``epoch``: seeded by all three, so a resumed
+    run draws the same multipliers as an uninterrupted one."""
     return torch.Generator().manual_seed(((seed * 1_000_003) ^ (epoch * 10_007 + micro)) % (2**62))
 
 
-def _drawer(grid: Sequence[float], gen: torch.Generator) -> Any:
+def multiplier_drawer(grid: Sequence[float], generator: torch.Generator) -> Callable[[int], Tensor]:
+    """``draw(n)``: ``n`` training multipliers drawn uniformly (with replacement) from ``grid``,
+    a float32 ``[n]`` tensor, consuming only ``generator``."""
     values = torch.tensor(list(grid), dtype=torch.float32)
 
     def draw(n: int) -> Tensor:
-        return values[torch.randint(len(values), (n,), generator=gen)]
+        return values[torch.randint(len(values), (n,), generator=generator)]
 
     return draw
 
 
-def _objective_loss(
+def objective_loss(
     model: nn.Module,
     objective: Objective,
     tb: TrainBatch,
     delta: Delta,
     grid: Sequence[float],
-    gen: torch.Generator,
+    generator: torch.Generator,
     runner: StackedRunner | None,
     config: TrainConfig,
 ) -> Tensor:
-    rows = objective.rows(tb.n_pairs, _drawer(grid, gen), delta.kind)
+    """The loss of ``objective`` on the micro-batch ``tb`` under ``delta``, its multipliers
+    drawn from ``grid`` with ``generator`` (:func:`multiplier_drawer`); what every training and
+    validation step computes (differentiable in the delta's parameters when autograd is on)."""
+    rows = objective.rows(tb.n_pairs, multiplier_drawer(grid, generator), delta.kind)
     scores = row_scores(model, tb, delta, rows, runner, config.positions)
     return objective.loss(rows, scores)
 
@@ -107,7 +109,7 @@ def _validate(
     total, n = 0.0, 0
     with torch.no_grad():
         for tb in batches:
-            loss = _objective_loss(model, objective, tb, delta, grid, gen, runner, config)
+            loss = objective_loss(model, objective, tb, delta, grid, gen, runner, config)
             total += float(loss) * tb.n_pairs
             n += tb.n_pairs
     return total / n
@@ -338,9 +340,9 @@ def _run(
                 tb = batches[order[i]]
                 group_start = (i // ga) * ga
                 group_size = min(ga, n_micro - group_start)
-                gen = _step_generator(config.seed, epoch, i)
+                gen = step_generator(config.seed, epoch, i)
                 with torch.enable_grad():
-                    loss = _objective_loss(model, obj, tb, delta, grid, gen, runner, config)
+                    loss = objective_loss(model, obj, tb, delta, grid, gen, runner, config)
                     if not torch.isfinite(loss):
                         _diverged(
                             delta, previous, f"the loss is {float(loss.detach())}", epoch, loop, 1

@@ -13,6 +13,7 @@ Without ``metadata.jsonl`` the concepts are read from the training positives.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,22 @@ def read_concepts(path: str | Path) -> list[Concept]:
     pos = train[(train["category"] == "positive") & (train["concept_id"] >= 0)]
     first = pos.groupby("concept_id", sort=True)["output_concept"].first()
     return [Concept(int(cid), str(text), genres.get(int(cid))) for cid, text in first.items()]
+
+
+def resolve_concept(key: str | int, concepts: Sequence[Concept]) -> Concept:
+    """The concept a key names: an id (``3``, ``"3"``, ``"concept_3"``) or a description."""
+    by_id = {c.concept_id: c for c in concepts}
+    text = str(key).strip()
+    digits = text.removeprefix("concept").lstrip("_-")
+    if digits.lstrip("-").isdigit() and int(digits) in by_id:
+        return by_id[int(digits)]
+    for c in concepts:
+        if c.concept == text:
+            return c
+    raise DataError(
+        f"no concept {key!r} in the concept data (ids {sorted(by_id)[:10]}...); key deltas "
+        "by concept id or description"
+    )
 
 
 def _genres(frame: pd.DataFrame) -> dict[int, str]:

@@ -8,6 +8,9 @@ An evaluation directory holds::
 
 Each part is rewritten whole (temporary file + rename) after every chunk of work, so an
 interrupted run leaves only complete parts, and a new run skips what they hold.
+
+The deltas an evaluation reads are given in memory or as saved directories
+(:data:`DeltaSource`, read by :func:`as_delta`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from typing import Any
 
 import pandas as pd
 
+from unisteer.core.delta import Delta
 from unisteer.files import write_bytes_atomic, write_text_atomic
+
+#: A delta in memory, or the directory (or ``delta.json``) it was saved to.
+DeltaSource = Delta | str | Path
 
 GENERATION_KEY = ["concept_id", "input_id", "factor"]
 RATING_KEY = [*GENERATION_KEY, "criterion"]
@@ -37,6 +44,16 @@ def slug(name: str) -> str:
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def as_delta(source: DeltaSource, model: Any, tokenizer: Any) -> Delta:
+    """``source`` itself when it is a delta, else the delta saved there, loaded for ``model``
+    (with :func:`unisteer.core.io.load_delta`'s fingerprint checks)."""
+    if isinstance(source, Delta):
+        return source
+    from unisteer.core.io import load_delta
+
+    return load_delta(source, model, tokenizer=tokenizer)
 
 
 def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
