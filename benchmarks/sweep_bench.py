@@ -70,7 +70,8 @@ def float32_floor(model, tok, pairs) -> tuple[float, float]:  # type: ignore[no-
     agreement check: two float32 paths cannot agree better than each is accurate."""
     import copy
 
-    from unisteer.replay.logprob import completion_targets, row_sums
+    from unisteer.replay.base import ReplayInput
+    from unisteer.replay.logprob import completion_targets, row_nll
     from unisteer.replay.prefix import PrefixRunner
 
     encoded = encode_pairs(tok, pairs)
@@ -78,14 +79,14 @@ def float32_floor(model, tok, pairs) -> tuple[float, float]:  # type: ignore[no-
     naive32 = naive_losses(model, batch, None, 0.0)
     runner = PrefixRunner(model, len(unisteer.find_blocks(model)[1]) // 2)
     hidden = runner.rec.block_input(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    cap = runner.capture(encoded, pad_id(tok), hidden)
+    cap = runner.capture(ReplayInput(encoded, batch, pad_id(tok), hidden))
     assert cap is not None
     wide = copy.deepcopy(model).double()
     with torch.no_grad():
         logits = wide(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     predicts, targets = completion_targets(batch)
     logp = torch.log_softmax(logits, -1)[predicts].gather(-1, targets[:, None])[:, 0]
-    exact = row_sums(logp, predicts)
+    exact = row_nll(logp, predicts)
     return float((naive32 - exact).abs().max()), float((cap.base - exact).abs().max())
 
 
