@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import unisteer.experiment.runner as runner_module
 from unisteer.data import PairSet
 from unisteer.experiment import parse_experiment, run_experiment
+from unisteer.report.results import ExperimentResults, FitOutcome
 
 from tiny_models import tiny_model
 from tiny_pairs import random_pairs
@@ -68,7 +71,7 @@ def setup(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def run(setup: dict[str, Any], log: list[str] | None = None, exp: Any = None) -> dict[str, Any]:
+def run(setup: dict[str, Any], log: list[str] | None = None, exp: Any = None) -> ExperimentResults:
     lines = log if log is not None else []
     return run_experiment(
         exp or setup["exp"],
@@ -102,7 +105,9 @@ def test_run_writes_every_output_and_a_rerun_skips_everything(setup: dict[str, A
     again = run(setup, second)
     skipped = [line.strip().split(":")[0] for line in second if "done before" in line]
     assert skipped == ["train", "sweep train", "sweep test", "fit"] * 2
-    assert [m["eval"] for m in again["methods"]] == [m["eval"] for m in results["methods"]]
+    assert [m.evaluation.to_dict() for m in again.methods] == [
+        m.evaluation.to_dict() for m in results.methods
+    ]
 
 
 def test_changing_one_method_reruns_only_that_method(setup: dict[str, Any]) -> None:
@@ -140,3 +145,61 @@ def test_an_interrupted_run_resumes(setup: dict[str, Any], monkeypatch: pytest.M
     assert "  sweep train: done before\n  sweep test: done before" in text  # method 1
     assert "[2/2] lora-split\n  train: done before" in text  # trained before the interrupt
     assert (setup["out"] / "report.html").is_file()
+
+
+def _without_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def test_a_fresh_run_reads_no_file_back_and_a_rerun_reads_the_skipped_stages(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = pd.read_parquet
+    read: list[str] = []
+
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(str(path))
+        raise AssertionError(f"{path} read back in the run that wrote it")
+
+    monkeypatch.setattr(pd, "read_parquet", refuse)
+    first = run(setup)
+    assert read == []
+    # a refused read inside the fit would show as a failed fit, not as an exception
+    assert [m.fit.ok for m in first.methods] == [True, True]
+    assert all(m.fit.chosen_m is not None for m in first.methods)
+
+    out = setup["out"]
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        read.append(Path(path).relative_to(out).as_posix())
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", counting)
+    log: list[str] = []
+    again = run(setup, log)
+    assert sum("done before" in line for line in log) == 8  # every stage skipped
+    assert sorted(read) == sorted(
+        f"methods/{m}/sweep_{split}/{name}"
+        for m in ("vector-diffmean", "lora-split")
+        for split in ("train", "test")
+        for name in ("sweep.parquet", "means.parquet")
+    )
+    # what was read back equals what was computed, and the JSON too
+    assert _without_times(again.to_dict()) == _without_times(first.to_dict())
+    for fresh, loaded in zip(first.methods, again.methods, strict=True):
+        assert loaded.fit.choice == fresh.fit.choice
+        assert loaded.fit.r2() == fresh.fit.r2()
+        assert fresh.fit.train is not None and loaded.fit.train is not None
+        grid = np.asarray(fresh.grid)
+        for curve in ("preference", "utility"):
+            np.testing.assert_array_equal(
+                getattr(loaded.fit.train, curve).predict(grid),
+                getattr(fresh.fit.train, curve).predict(grid),
+            )
+        for split in ("train", "test"):
+            pd.testing.assert_frame_equal(loaded.means[split], fresh.means[split])
+        assert FitOutcome.load(fresh.directory / "fit").to_dict() == fresh.fit.to_dict()

@@ -1,4 +1,5 @@
-"""``fit_command``: parquet in, fits.json and PNG plots out, errors that name the file."""
+"""``fit_command``: parquet in, fits.json and PNG plots out, errors that name the file; and its
+two steps on in-memory tables (``fit_tables``, ``write_fit_outputs``)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from unisteer.fit import FitError
 from unisteer.fit.synthetic import EXAMPLE_PREFERENCE, EXAMPLE_UTILITY, synthetic_table
-from unisteer.report.fit_outputs import fit_command
+from unisteer.report.fit_outputs import fit_command, fit_tables, write_fit_outputs
 
 M = np.linspace(-30, 30, 21)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -88,3 +90,45 @@ def test_bad_paths_and_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(FitError, match=r"flat\.parquet: .*flat"):
         fit_command(flat, None, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_fit_tables_keeps_the_fits_and_writes_what_fit_command_writes(tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.parquet", 0)
+    test = _write(tmp_path / "test.parquet", 1, alpha=0.6, b=0.5, util_b=-2.0)
+    from_files = fit_command(train, test, tmp_path / "a", max_util_drop=1.0, n_starts=8)
+    fitted = fit_tables(
+        pd.read_parquet(train),
+        pd.read_parquet(test),
+        train_source=train,
+        test_source=test,
+        max_util_drop=1.0,
+        n_starts=8,
+    )
+    assert fitted.test is not None and fitted.generalization is not None
+    assert fitted.generalization.train is fitted.train and fitted.generalization.test is fitted.test
+    written = write_fit_outputs(fitted, tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "fits.json").read_text()) == written
+    same = {k: v for k, v in written.items() if k != "plots"}
+    assert same == {k: v for k, v in from_files.items() if k != "plots"}
+    assert written["choice"] == fitted.choice.to_dict()
+    assert written["train"]["fits"] == fitted.train.to_dict()
+    on_test = fitted.choice_on_test()
+    assert on_test is not None and on_test.m == fitted.choice.m
+    assert written["choice_on_test"] == {
+        "m": on_test.m, "pref_gain": on_test.pref_gain, "util_drop": on_test.util_drop
+    }  # fmt: skip
+    assert on_test.pref == float(fitted.test.preference.predict(fitted.choice.m))
+    # the same bytes as fit_command wrote, but for the plot paths
+    a = (tmp_path / "a" / "fits.json").read_text().replace(str(tmp_path / "a"), "OUT")
+    b = (tmp_path / "b" / "fits.json").read_text().replace(str(tmp_path / "b"), "OUT")
+    assert a == b
+
+
+def test_fit_tables_names_its_tables_in_errors_and_writes_nothing() -> None:
+    table = synthetic_table(M, EXAMPLE_PREFERENCE, EXAMPLE_UTILITY, n_pairs=2)
+    table["pref_odds"] = 0.0
+    with pytest.raises(FitError, match=r"^my sweep: .*flat"):
+        fit_tables(table, train_source="my sweep")
+    assert (
+        fit_tables(synthetic_table(M, EXAMPLE_PREFERENCE, EXAMPLE_UTILITY, n_pairs=2)).test is None
+    )

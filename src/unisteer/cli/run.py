@@ -47,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"summary: {out / 'summary.md'}, every number: {out / 'results.json'}")
     print(
         f"wall time {time.perf_counter() - started:.0f} s, "
-        f"peak memory {results['peak_memory_mb']:.0f} MiB"
+        f"peak memory {results.peak_memory_mb:.0f} MiB"
     )
     return 0

@@ -5,7 +5,11 @@ Every stage is cached in the output folder, keyed by its inputs (see
 resumes from its checkpoint, and changing one method's settings reruns that method only.
 
     from unisteer.experiment import load_experiment, run_experiment
-    results = run_experiment(load_experiment("default"))
+    results = run_experiment(load_experiment("default"))  # ExperimentResults
+    results.to_dict()  # what results.json holds
+
+The stages pass typed results (:mod:`unisteer.report.results`) to one another in memory; a
+stage's files are read back only when a rerun skips it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +34,32 @@ from unisteer._version import __version__
 from unisteer.core.delta import Delta
 from unisteer.core.fingerprint import model_fingerprint
 from unisteer.core.io import load_delta, save_delta
+from unisteer.core.sites import middle_layer
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
 from unisteer.experiment.config import Experiment, MethodSpec
 from unisteer.experiment.stages import Stage, digest
-from unisteer.files import write_text_atomic
+from unisteer.files import write_json_atomic, write_text_atomic
 from unisteer.fit import FitError
 from unisteer.model.load import load_model
-from unisteer.report.fit_outputs import fit_command
+from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
+from unisteer.report.results import (
+    EVAL_RESULT,
+    FIT_RESULT,
+    DataCounts,
+    EvalResult,
+    ExperimentResults,
+    ExperimentSettings,
+    FitOutcome,
+    MethodResult,
+    ModelInfo,
+    SweepTables,
+    TrainingSummary,
+)
 from unisteer.scoring.grid import parse_grid, symmetric_grid
 from unisteer.scoring.sweep import score_pairs, sweep
 from unisteer.training.batches import PrepareCache
-from unisteer.training.trainer import middle_layer, train
+from unisteer.training.trainer import train
 
 Log = Callable[[str], None]
 
@@ -161,7 +180,9 @@ class _Runner:
 
     def sweep_stage(
         self, method: MethodSpec, mdir: Path, delta: Delta, after: Stage, split: str
-    ) -> tuple[pd.DataFrame, Stage, list[float]]:
+    ) -> tuple[SweepTables, Stage, list[float]]:
+        """Sweep ``split``'s pairs over the grid; the tables in memory (read back from disk
+        only when the stage was done before)."""
         grid = _grid(method, delta, self.exp.sweep_points)
         pairs = self.data["sweep_train" if split == "train" else "test"]
         key = {
@@ -174,75 +195,78 @@ class _Runner:
             "positions": self.exp.positions,
         }
         stage = Stage(mdir / f"sweep_{split}", key)
-        if not stage.done():
-            stage.start()
-            result = sweep(
-                self.model,
-                self.tok,
-                pairs,
-                delta,
-                grid,
-                reduction=self.exp.reduction,  # type: ignore[arg-type]
-                include_suffix=self.exp.include_suffix,
-                positions=self.exp.positions,  # type: ignore[arg-type]
-                progress=self.progress,
-            )
-            result.save(stage.directory)
-            self.log(f"  sweep {split}: {stage.finish(method=result.meta['method']):.0f} s")
-        else:
+        if stage.done():
             self.log(f"  sweep {split}: done before")
-        return pd.read_parquet(stage.directory / "sweep.parquet"), stage, grid
+            return SweepTables.load(stage.directory), stage, grid
+        stage.start()
+        result = sweep(
+            self.model,
+            self.tok,
+            pairs,
+            delta,
+            grid,
+            reduction=self.exp.reduction,  # type: ignore[arg-type]
+            include_suffix=self.exp.include_suffix,
+            positions=self.exp.positions,  # type: ignore[arg-type]
+            progress=self.progress,
+        )
+        result.save(stage.directory)
+        self.log(f"  sweep {split}: {stage.finish(method=result.meta['method']):.0f} s")
+        return SweepTables.of(result), stage, grid
 
-    def fit_stage(self, mdir: Path, sweeps: list[Stage]) -> tuple[dict[str, Any], Stage]:
+    def fit_stage(
+        self, mdir: Path, sweeps: list[tuple[SweepTables, Stage]]
+    ) -> tuple[FitOutcome, Stage]:
+        """Fit the train and test sweeps (``sweeps``, in that order) and choose m on the train
+        fit; ``fits.json`` and the plots go to the stage's folder."""
+        (train, s_train), (test, s_test) = sweeps
         key = {
             "stage": "fit",
-            "after": [s.digest for s in sweeps],
+            "after": [s_train.digest, s_test.digest],
             "starts": self.exp.fit_starts,
             "max_util_drop": self.exp.max_util_drop,
         }
         stage = Stage(mdir / "fit", key)
         if stage.done():
             self.log("  fit: done before")
-            return json.loads((stage.directory / "result.json").read_text()), stage
+            return FitOutcome.load(stage.directory), stage
         stage.start()
         try:
-            fits = fit_command(
-                sweeps[0].directory / "sweep.parquet",
-                sweeps[1].directory / "sweep.parquet",
-                stage.directory,
+            fitted = fit_tables(
+                train.table,
+                test.table,
+                train_source=s_train.directory / "sweep.parquet",
+                test_source=s_test.directory / "sweep.parquet",
                 max_util_drop=self.exp.max_util_drop,
                 n_starts=self.exp.fit_starts,
                 seed=self.exp.seed,
             )
-            result: dict[str, Any] = {"ok": True, "fits": fits}
+            outcome = FitOutcome.fitted(fitted, write_fit_outputs(fitted, stage.directory))
         except FitError as e:
-            result = {"ok": False, "error": str(e)}
-        write_text_atomic(stage.directory / "result.json", json.dumps(result, indent=1) + "\n")
+            outcome = FitOutcome.failed(str(e))
+        write_json_atomic(stage.directory / FIT_RESULT, outcome.to_dict())
         seconds = stage.finish()
-        self.log(
-            f"  fit: {seconds:.0f} s" + ("" if result["ok"] else f" (failed: {result['error']})")
-        )
-        return result, stage
+        self.log(f"  fit: {seconds:.0f} s" + ("" if outcome.ok else f" (failed: {outcome.error})"))
+        return outcome, stage
 
     def eval_stage(
-        self, mdir: Path, delta: Delta, fit: dict[str, Any], after: Stage, test_table: pd.DataFrame
-    ) -> dict[str, Any]:
+        self, mdir: Path, delta: Delta, fit: FitOutcome, after: Stage, test_table: pd.DataFrame
+    ) -> EvalResult:
         """Accuracy (P(A_p) > P(A_n)) and the measured gains on the test pairs at m = 0 and at
         the chosen m."""
         key = {"stage": "eval", "after": after.digest}
         stage = Stage(mdir / "eval", key)
         if stage.done():
-            return dict(json.loads((stage.directory / "eval.json").read_text()))
+            return EvalResult.load(stage.directory)
         stage.start()
         base = test_table[test_table["m"] == 0.0]
-        result: dict[str, Any] = {
-            "accuracy_m0": float((base["loss_pos"] < base["loss_neg"]).mean()),
-            "pref_m0": float(base["pref_odds"].mean()),
-            "util_m0": float(base["util_odds"].mean()),
-        }
-        choice = fit.get("fits", {}).get("choice") if fit.get("ok") else None
-        if choice and choice.get("m") is not None:
-            m = float(choice["m"])
+        result = EvalResult(
+            accuracy_m0=float((base["loss_pos"] < base["loss_neg"]).mean()),
+            pref_m0=float(base["pref_odds"].mean()),
+            util_m0=float(base["util_odds"].mean()),
+        )
+        m = fit.chosen_m
+        if m is not None:
             at = score_pairs(
                 self.model,
                 self.tok,
@@ -254,59 +278,47 @@ class _Runner:
                 positions=self.exp.positions,
             )
             ok = at["util_in_domain"]
-            result.update(
-                {
-                    "chosen_m": m,
-                    "accuracy": float((at["loss_pos"] < at["loss_neg"]).mean()),
-                    "pref_gain": float(at["pref_odds"].mean()) - result["pref_m0"],
-                    "util_drop": result["util_m0"] - float(at.loc[ok, "util_odds"].mean())
-                    if ok.any()
-                    else None,
-                    "n_out_of_domain": int((~ok).sum()),
-                }
+            result = replace(
+                result,
+                chosen_m=m,
+                accuracy=float((at["loss_pos"] < at["loss_neg"]).mean()),
+                pref_gain=float(at["pref_odds"].mean()) - result.pref_m0,
+                util_drop=result.util_m0 - float(at.loc[ok, "util_odds"].mean())
+                if ok.any()
+                else None,
+                n_out_of_domain=int((~ok).sum()),
             )
-        write_text_atomic(stage.directory / "eval.json", json.dumps(result, indent=1) + "\n")
+        write_json_atomic(stage.directory / EVAL_RESULT, result.to_dict())
         stage.finish()
         return result
 
     # -- one method -------------------------------------------------------------------------
 
-    def method(self, method: MethodSpec) -> dict[str, Any]:
+    def method(self, method: MethodSpec) -> MethodResult:
         mdir = self.out / "methods" / method.name
         t = time.perf_counter()
         delta, trained = self.train_stage(method, mdir)
-        _, s_train, grid = self.sweep_stage(method, mdir, delta, trained, "train")
-        test_table, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
-        fit, fitted = self.fit_stage(mdir, [s_train, s_test])
-        evaluation = self.eval_stage(mdir, delta, fit, fitted, test_table)
-        history = delta.meta.get("history") or []
-        means = {
-            split: pd.read_parquet(s.directory / "means.parquet").to_dict(orient="records")
-            for split, s in (("train", s_train), ("test", s_test))
-        }
-        return {
-            "name": method.name,
-            "kind": method.kind,
-            "objective": method.objective,
-            "preset": method.preset,
-            "site": delta.site,
-            "layer": delta.layer,
-            "n_parameters": delta.num_parameters(),
-            "hparams": delta.meta.get("hparams"),
-            "training": {
-                "steps": delta.meta.get("steps"),
-                "first_loss": history[0]["loss"] if history else None,
-                "final_loss": history[-1]["loss"] if history else None,
-                "validation": delta.meta.get("validation"),
-                "unit": delta.meta.get("unit"),
-            },
-            "grid": grid,
-            "means": means,
-            "fit": fit,
-            "eval": evaluation,
-            "dir": str(mdir),
-            "seconds": time.perf_counter() - t,
-        }
+        train, s_train, grid = self.sweep_stage(method, mdir, delta, trained, "train")
+        test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
+        fit, fitted = self.fit_stage(mdir, [(train, s_train), (test, s_test)])
+        evaluation = self.eval_stage(mdir, delta, fit, fitted, test.table)
+        return MethodResult(
+            name=method.name,
+            kind=method.kind,
+            objective=method.objective,
+            preset=method.preset,
+            site=delta.site,
+            layer=delta.layer,
+            n_parameters=delta.num_parameters(),
+            hparams=delta.meta.get("hparams"),
+            training=TrainingSummary.of_meta(delta.meta),
+            grid=grid,
+            means={"train": train.means, "test": test.means},
+            fit=fit,
+            evaluation=evaluation,
+            directory=mdir,
+            seconds=time.perf_counter() - t,
+        )
 
 
 def run_experiment(
@@ -317,10 +329,10 @@ def run_experiment(
     tokenizer: Any = None,
     progress: bool = True,
     log: Log = print,
-) -> dict[str, Any]:
+) -> ExperimentResults:
     """Run ``exp`` (resuming whatever its output folder already holds) and write the report.
 
-    Returns the results that ``results.json`` holds.
+    Returns the results; ``results.json`` holds their ``to_dict()``.
     """
     from unisteer.report.html import write_report
 
@@ -344,49 +356,36 @@ def run_experiment(
     for i, method in enumerate(exp.methods, 1):
         log(f"[{i}/{len(exp.methods)}] {method.name}")
         methods.append(runner.method(method))
-    results: dict[str, Any] = {
-        "experiment": {
-            "name": exp.name,
-            "source": exp.source,
-            "model": exp.model,
-            "layer": runner.layer,
-            "data": exp.data,
-            "seed": exp.seed,
-            "train": exp.train,
-            "sweep_points": exp.sweep_points,
-            "reduction": exp.reduction,
-            "positions": exp.positions,
-            "max_util_drop": exp.max_util_drop,
-            "fit_starts": exp.fit_starts,
-        },
-        "data": {
-            "source": exp.data,
-            "n_train": len(runner.data["train"]),
-            "n_sweep_train": len(runner.data["sweep_train"]),
-            "n_test": len(runner.data["test"]),
-        },
-        "model": {"name": exp.model, "fingerprint": runner.fingerprint},
-        "versions": _versions(),
-        "methods": methods,
-        "timings": {
-            "model_load_seconds": load_seconds,
-            "methods_seconds": {m["name"]: m["seconds"] for m in methods},
-        },
-    }
-    results["timings"]["wall_seconds"] = time.perf_counter() - started
-    results["peak_memory_mb"] = peak_memory_mb()
-    write_report(results, out_dir)
-    results["timings"]["wall_seconds"] = time.perf_counter() - started
-    results["peak_memory_mb"] = peak_memory_mb()
-    write_text_atomic(
-        out_dir / "results.json", json.dumps(results, indent=1, default=_json_default) + "\n"
+    results = ExperimentResults(
+        experiment=ExperimentSettings(
+            name=exp.name,
+            source=exp.source,
+            model=exp.model,
+            layer=runner.layer,
+            data=exp.data,
+            seed=exp.seed,
+            train=exp.train,
+            sweep_points=exp.sweep_points,
+            reduction=exp.reduction,
+            positions=exp.positions,
+            max_util_drop=exp.max_util_drop,
+            fit_starts=exp.fit_starts,
+        ),
+        data=DataCounts(
+            source=exp.data,
+            n_train=len(runner.data["train"]),
+            n_sweep_train=len(runner.data["sweep_train"]),
+            n_test=len(runner.data["test"]),
+        ),
+        model=ModelInfo(name=exp.model, fingerprint=runner.fingerprint),
+        versions=_versions(),
+        methods=methods,
+        model_load_seconds=load_seconds,
     )
+    results.wall_seconds = time.perf_counter() - started
+    results.peak_memory_mb = peak_memory_mb()
+    write_report(results, out_dir)
+    results.wall_seconds = time.perf_counter() - started
+    results.peak_memory_mb = peak_memory_mb()
+    write_json_atomic(out_dir / "results.json", results.to_dict())
     return results
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return str(value)

@@ -1,18 +1,21 @@
 """The experiment report: ``report.html`` (self-contained, PNGs embedded), ``summary.md`` and
 the frontier of all methods (``frontier.png``), from the results of
-:func:`unisteer.experiment.run_experiment`."""
+:func:`unisteer.experiment.run_experiment` (:class:`~unisteer.report.results.ExperimentResults`;
+the frontier is drawn from the in-memory train fits, with the m chosen on each)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from unisteer.files import write_text_atomic
-from unisteer.fit import CurveFit, SweepFit
+from unisteer.fit import MultiplierChoice, SweepFit
 from unisteer.report.plots import plot_frontier
+from unisteer.report.results import ExperimentResults, MethodResult
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -27,29 +30,33 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def method_row(m: dict[str, Any]) -> dict[str, Any]:
-    """The numbers of one method's row in the report table."""
-    fit = m["fit"]
-    row: dict[str, Any] = {"method": m["name"], "kind": m["kind"], "objective": m["objective"]}
-    if fit.get("ok"):
-        r2 = fit["fits"]["r2"]
-        choice = fit["fits"]["choice"]
+def _number(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else None
+
+
+def method_row(m: MethodResult) -> dict[str, Any]:
+    """The numbers of one method's row in the report table (non-finite numbers as ``None``)."""
+    fit = m.fit
+    row: dict[str, Any] = {"method": m.name, "kind": m.kind, "objective": m.objective}
+    if fit.ok:
+        r2 = fit.r2()
         for curve in ("preference", "utility"):
             for split in ("train", "test", "train_to_test"):
-                row[f"{curve}_r2_{split}"] = r2[curve].get(split)
-        row.update(
-            chosen_m=choice["m"],
-            fit_pref_gain=choice["pref_gain"],
-            fit_util_drop=choice["util_drop"],
-        )
+                row[f"{curve}_r2_{split}"] = r2.get(curve, {}).get(split)
+        if fit.choice is not None:
+            row.update(
+                chosen_m=_number(fit.choice.m),
+                fit_pref_gain=_number(fit.choice.pref_gain),
+                fit_util_drop=_number(fit.choice.util_drop),
+            )
     else:
-        row["fit_error"] = fit.get("error")
-    ev = m["eval"]
+        row["fit_error"] = fit.error
+    ev = m.evaluation
     row.update(
-        test_pref_gain=ev.get("pref_gain"),
-        test_util_drop=ev.get("util_drop"),
-        accuracy_m0=ev.get("accuracy_m0"),
-        accuracy=ev.get("accuracy"),
+        test_pref_gain=_number(ev.pref_gain),
+        test_util_drop=_number(ev.util_drop),
+        accuracy_m0=_number(ev.accuracy_m0),
+        accuracy=_number(ev.accuracy),
     )
     return row
 
@@ -72,15 +79,25 @@ _COLUMNS = [
 ]
 
 
-def _sweep_fits(results: dict[str, Any]) -> dict[str, SweepFit]:
-    out = {}
-    for m in results["methods"]:
-        if m["fit"].get("ok"):
-            fits = m["fit"]["fits"]["train"]["fits"]
-            out[m["name"]] = SweepFit(
-                CurveFit.from_dict(fits["preference"]), CurveFit.from_dict(fits["utility"])
-            )
-    return out
+def _train_fits(
+    results: ExperimentResults,
+) -> tuple[dict[str, SweepFit], dict[str, MultiplierChoice]]:
+    """Each method's train fit and its chosen m, for the frontier (failed fits left out)."""
+    fits: dict[str, SweepFit] = {}
+    choices: dict[str, MultiplierChoice] = {}
+    for m in results.methods:
+        if m.fit.ok and m.fit.train is not None:
+            fits[m.name] = m.fit.train
+            if m.fit.choice is not None:
+                choices[m.name] = m.fit.choice
+    return fits, choices
+
+
+# each method's two fit plots (written by :func:`unisteer.report.fit_outputs.write_fit_outputs`)
+_FIGURES = (
+    ("fit.png", "train sweep and fits; the m marked is chosen on the train fit"),
+    ("fit_test.png", "test sweep and fits; the m marked is the one chosen on the train fit"),
+)
 
 
 def _img(path: Path, alt: str) -> str:
@@ -90,17 +107,19 @@ def _img(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def summary_markdown(results: dict[str, Any]) -> str:
-    exp = results["experiment"]
-    rows = [method_row(m) for m in results["methods"]]
+def summary_markdown(results: ExperimentResults) -> str:
+    """``summary.md``: the methods table in Markdown."""
+    exp = results.experiment
+    data = results.data
+    rows = [method_row(m) for m in results.methods]
     lines = [
-        f"# unisteer experiment `{exp['name']}`",
+        f"# unisteer experiment `{exp.name}`",
         "",
-        f"Model `{exp['model']}`, layer {exp['layer']}; data `{exp['data']}` "
-        f"({results['data']['n_train']} training pairs; sweeps of {exp['sweep_points']} "
-        f"multipliers on {results['data']['n_sweep_train']} train and "
-        f"{results['data']['n_test']} test pairs). Chosen m: the largest fitted PrefOdds with "
-        f"a fitted UtilOdds drop of at most {exp['max_util_drop']:g} nat (train fit); "
+        f"Model `{exp.model}`, layer {exp.layer}; data `{exp.data}` "
+        f"({data.n_train} training pairs; sweeps of {exp.sweep_points} "
+        f"multipliers on {data.n_sweep_train} train and "
+        f"{data.n_test} test pairs). Chosen m: the largest fitted PrefOdds with "
+        f"a fitted UtilOdds drop of at most {exp.max_util_drop:g} nat (train fit); "
         '"test" columns are measured on the test pairs at that m.',
         "",
         "| " + " | ".join(title for _, title in _COLUMNS) + " |",
@@ -111,10 +130,9 @@ def summary_markdown(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
         if row.get("fit_error"):
             lines.append(f"\n`{row['method']}`: fit failed: {row['fit_error']}\n")
-    t = results["timings"]
     lines += [
         "",
-        f"Wall time {t['wall_seconds']:.0f} s, peak memory {results['peak_memory_mb']:.0f} MiB.",
+        f"Wall time {results.wall_seconds:.0f} s, peak memory {results.peak_memory_mb:.0f} MiB.",
         "",
     ]
     return "\n".join(lines)
@@ -134,9 +152,12 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 """
 
 
-def report_html(results: dict[str, Any], out: Path) -> str:
-    exp = results["experiment"]
-    rows = [method_row(m) for m in results["methods"]]
+def report_html(results: ExperimentResults, out: Path) -> str:
+    """``report.html``: the methods table, the frontier, each method's train and test fits
+    (PNGs from ``out`` embedded), configuration, versions and timings."""
+    exp = results.experiment
+    data = results.data
+    rows = [method_row(m) for m in results.methods]
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in _COLUMNS)
     body = []
     for row in rows:
@@ -144,48 +165,48 @@ def report_html(results: dict[str, Any], out: Path) -> str:
         body.append(f"<tr data-method='{html.escape(row['method'])}'>{cells}</tr>")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>unisteer: {html.escape(exp['name'])}</title><style>{_CSS}</style></head><body>",
-        f"<h1>unisteer experiment <code>{html.escape(exp['name'])}</code></h1>",
-        f"<p>Model <code>{html.escape(exp['model'])}</code>, layer {exp['layer']}; data "
-        f"<code>{html.escape(str(exp['data']))}</code>: {results['data']['n_train']} training "
-        f"pairs, sweeps of {exp['sweep_points']} multipliers on "
-        f"{results['data']['n_sweep_train']} train and {results['data']['n_test']} test pairs. "
+        f"<title>unisteer: {html.escape(exp.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>unisteer experiment <code>{html.escape(exp.name)}</code></h1>",
+        f"<p>Model <code>{html.escape(exp.model)}</code>, layer {exp.layer}; data "
+        f"<code>{html.escape(str(exp.data))}</code>: {data.n_train} training "
+        f"pairs, sweeps of {exp.sweep_points} multipliers on "
+        f"{data.n_sweep_train} train and {data.n_test} test pairs. "
         f"The chosen m maximises the fitted PrefOdds with a fitted UtilOdds drop of at most "
-        f"{exp['max_util_drop']:g} nat (train fit); the test columns are measured on the test "
+        f"{exp.max_util_drop:g} nat (train fit); the test columns are measured on the test "
         "pairs at that m. Accuracy: the fraction of test pairs with P(A_p) &gt; P(A_n).</p>",
         "<h2>Methods</h2>",
         f"<table id='methods'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
         "<h2>Preference–utility frontier</h2>",
         _img(out / "frontier.png", "frontier of all methods"),
     ]
-    for m in results["methods"]:
-        mdir = Path(m["dir"])
-        parts.append(f"<h2 id='{html.escape(m['name'])}'>{html.escape(m['name'])}</h2>")
-        tr = m["training"]
+    for m in results.methods:
+        parts.append(f"<h2 id='{html.escape(m.name)}'>{html.escape(m.name)}</h2>")
+        tr = m.training
         how = (
             "closed form (mean activation difference)"
-            if m["objective"] == "diffmean"
-            else f"training loss {_fmt(tr.get('first_loss'), 4)} → "
-            f"{_fmt(tr.get('final_loss'), 4)} over {_fmt(tr.get('steps'))} steps"
+            if m.objective == "diffmean"
+            else f"training loss {_fmt(tr.first_loss, 4)} → "
+            f"{_fmt(tr.final_loss, 4)} over {_fmt(tr.steps)} steps"
         )
         parts.append(
-            f"<p>{html.escape(m['kind'])} at <code>{html.escape(m['site'])}</code>, "
-            f"{m['n_parameters']} parameters, objective {html.escape(m['objective'])}: "
-            f"{how}; sweep grid {_fmt(min(m['grid']))} … {_fmt(max(m['grid']))} "
-            f"({len(m['grid'])} points); {m['seconds']:.0f} s.</p>"
+            f"<p>{html.escape(m.kind)} at <code>{html.escape(m.site)}</code>, "
+            f"{m.n_parameters} parameters, objective {html.escape(m.objective)}: "
+            f"{how}; sweep grid {_fmt(min(m.grid))} … {_fmt(max(m.grid))} "
+            f"({len(m.grid)} points); {m.seconds:.0f} s.</p>"
         )
-        if not m["fit"].get("ok"):
-            parts.append(f"<p class='error'>Fit failed: {html.escape(m['fit']['error'])}</p>")
+        if not m.fit.ok:
+            parts.append(f"<p class='error'>Fit failed: {html.escape(str(m.fit.error))}</p>")
         parts.append("<div class='pair'>")
-        for name, caption in (("fit.png", "train"), ("fit_test.png", "test")):
-            alt = f"{m['name']} {caption}"
+        for name, caption in _FIGURES:
+            alt = f"{m.name} {caption.split()[0]}"
             parts.append(
-                f"<figure>{_img(mdir / 'fit' / name, alt)}"
-                f"<figcaption>{caption} sweep and fits</figcaption></figure>"
+                f"<figure>{_img(m.directory / 'fit' / name, alt)}"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
         parts.append("</div>")
-    config = {k: results[k] for k in ("experiment", "data", "model", "versions", "timings")}
-    config["peak_memory_mb"] = results["peak_memory_mb"]
+    saved = results.to_dict()
+    config = {k: saved[k] for k in ("experiment", "data", "model", "versions", "timings")}
+    config["peak_memory_mb"] = saved["peak_memory_mb"]
     parts += [
         "<h2>Configuration, versions and timings</h2>",
         f"<pre>{html.escape(json.dumps(config, indent=1, default=str))}</pre>",
@@ -194,14 +215,17 @@ def report_html(results: dict[str, Any], out: Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(results: dict[str, Any], out: str | Path) -> dict[str, Path]:
+def write_report(results: ExperimentResults, out: str | Path) -> dict[str, Path]:
     """Write ``frontier.png``, ``report.html`` and ``summary.md`` into ``out``."""
     out_dir = Path(out)
     paths: dict[str, Path] = {}
-    fits = _sweep_fits(results)
+    fits, choices = _train_fits(results)
     if fits:
         paths["frontier"] = plot_frontier(
-            fits, out_dir / "frontier.png", max_util_drop=results["experiment"]["max_util_drop"]
+            fits,
+            out_dir / "frontier.png",
+            choices=choices,
+            max_util_drop=results.experiment.max_util_drop,
         )
     write_text_atomic(out_dir / "report.html", report_html(results, out_dir))
     write_text_atomic(out_dir / "summary.md", summary_markdown(results))

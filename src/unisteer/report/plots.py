@@ -7,7 +7,7 @@
   x is the fitted UtilOdds drop from m = 0 (or UtilOdds itself), y the fitted PrefOdds gain,
   one line per method traced along its swept m, the chosen m marked.
 
-Every function writes its PNG atomically (:mod:`unisteer.atomic`) and returns the path.
+Every function writes its PNG atomically (:mod:`unisteer.files`) and returns the path.
 """
 
 from __future__ import annotations
@@ -103,12 +103,15 @@ def plot_sweep_fit(
     regions: Regions | None = None,
     max_util_drop: float = 1.0,
     title: str | None = None,
+    choice_label: str = "chosen m",
 ) -> Path:
     """Two panels (PrefOdds, UtilOdds against m) with data, fits, regions and the chosen m.
 
     ``data`` is a sweep table or means table (``None``: the points stored in the fits).
     ``choice`` and ``regions`` are computed from converged fits when not given (with
     ``max_util_drop``); for unconverged fits they are left out and the curve is dashed.
+    ``choice_label`` names the marked m in the legend (e.g. when it was chosen on another
+    fit, as on the test panel of :func:`unisteer.report.fit_outputs.write_fit_outputs`).
     """
     lo, hi = (
         min(fit.preference.m_range[0], fit.utility.m_range[0]),
@@ -139,7 +142,7 @@ def plot_sweep_fit(
                 ms=14,
                 color="#9467bd",
                 ls="none",
-                label=f"chosen m = {choice.m:.3g}",
+                label=f"{choice_label} = {choice.m:.3g}",
             )
     ax_u.set_xlabel("multiplier m")
     ax_p.legend(fontsize=7, loc="best")

@@ -1,0 +1,1 @@
+"""Fit outputs, plots, the typed results of an experiment and its report."""
