@@ -77,10 +77,7 @@ def _shuffled(pairs: PairSet, seed: int, limit: int | None) -> PairSet:
 
 def select_data(exp: Experiment, pairs: PairSet) -> dict[str, PairSet]:
     """The training pairs, the swept training pairs and the swept test pairs."""
-    if all(p.meta.get("split") in ("train", "test") for p in pairs):
-        train_all, test_all = pairs.fixed_split()
-    else:
-        train_all, test_all = pairs.split(test_size=exp.test_fraction, seed=exp.seed)
+    train_all, test_all = pairs.train_test(test_size=exp.test_fraction, seed=exp.seed)
     train_set = _shuffled(train_all, exp.seed, exp.train_pairs)
     test_set = _shuffled(test_all, exp.seed + 1, exp.test_pairs)
     limit = exp.sweep_train_pairs
