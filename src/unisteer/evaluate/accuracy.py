@@ -44,6 +44,19 @@ def _with_preference(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per m: ``accuracy`` (fraction preferring A_p), ``n`` and the mean ``pref_odds``."""
+    return (
+        table.groupby("m", sort=True)
+        .agg(
+            accuracy=("prefers_positive", "mean"),
+            n=("prefers_positive", "size"),
+            pref_odds=("pref_odds", "mean"),
+        )
+        .reset_index()
+    )
+
+
 def pair_accuracy(
     model: Any,
     tokenizer: Any,
@@ -81,16 +94,7 @@ def accuracy_by_m(
         raise ValueError("no pairs to score")
     result = sweep(model, tokenizer, pairs, delta, list(ms), progress=progress, **kwargs)
     table = _with_preference(result.table)
-    summary = (
-        table.groupby("m", sort=True)
-        .agg(
-            accuracy=("prefers_positive", "mean"),
-            n=("prefers_positive", "size"),
-            pref_odds=("pref_odds", "mean"),
-        )
-        .reset_index()
-    )
-    return summary, table
+    return _summary(table), table
 
 
 def _pairs_hash(pairs: Sequence[PolarityPair]) -> str:
@@ -139,15 +143,7 @@ def eval_accuracy(
             stored = pd.concat([stored, table], ignore_index=True) if not stored.empty else table
             write_parquet_atomic(part, stored)
         rows = stored[stored["m"].isin(grid)]
-        summary = (
-            rows.groupby("m", sort=True)
-            .agg(
-                accuracy=("prefers_positive", "mean"),
-                n=("prefers_positive", "size"),
-                pref_odds=("pref_odds", "mean"),
-            )
-            .reset_index()
-        )
+        summary = _summary(rows)
         summary.insert(0, "delta", name)
         summaries.append(summary)
     result = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
