@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import unisteer
 from unisteer import Delta
 
-from tiny_models import tiny_model
+from tiny_models import EXPERTS, tiny_model
 
 torch.set_num_threads(2)
 
@@ -26,7 +26,11 @@ def randomize(delta: Delta, seed: int = 0, scale: float = 1.0) -> Delta:
 
 
 def make_delta(model: torch.nn.Module, kind: str, layer: int = 1, seed: int = 0) -> Delta:
-    d = unisteer.new_delta(model, kind, layer, rank=3)  # type: ignore[arg-type]
+    """A random delta of ``kind`` at its default site; on a mixture of experts (which has no
+    default down projection), lora and local_weight go on the fused experts."""
+    experts = EXPERTS.get(getattr(getattr(model, "config", None), "model_type", ""))
+    site = experts if experts is not None and kind != "vector" else None
+    d = unisteer.new_delta(model, kind, layer, rank=3, site=site)  # type: ignore[arg-type]
     scale = 1.0 if kind == "vector" else 0.3
     return randomize(d, seed, scale)
 

@@ -10,10 +10,20 @@ import unisteer
 from unisteer import SiteError
 from unisteer.core.sites import candidate_sites, find_blocks, resolve_site
 
-from tiny_models import ARCHS, BLOCKS, DOWN_PROJ, HIDDEN, LAYERS, tiny_model
+from tiny_models import (
+    BLOCKS,
+    DENSE,
+    DOWN_PROJ,
+    EXPERTS,
+    HIDDEN,
+    LAYERS,
+    MOE,
+    SHARED_EXPERT,
+    tiny_model,
+)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", DENSE)
 def test_blocks_and_down_proj_found_by_structure(arch: str) -> None:
     model = tiny_model(arch)
     path, blocks = find_blocks(model)
@@ -28,7 +38,7 @@ def test_blocks_and_down_proj_found_by_structure(arch: str) -> None:
         assert (res.d_in, res.d_out) == (HIDDEN, HIDDEN)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", DENSE)
 def test_default_sites_per_kind_and_override(arch: str) -> None:
     model = tiny_model(arch)
     assert resolve_site(model, "vector", 1).kind == "residual"
@@ -41,6 +51,34 @@ def test_default_sites_per_kind_and_override(arch: str) -> None:
     # A vector may also sit on a linear map, as a bias on its output.
     vec = unisteer.new_delta(model, "vector", 0, site=DOWN_PROJ[arch])
     assert vec.site_kind == "linear" and vec.d_out == HIDDEN
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_mixture_of_experts_sites_are_listed_never_guessed(arch: str) -> None:
+    """No default down projection on a mixture of experts: one error listing the real
+    candidates with the exact strings to pass, never an attention projection."""
+    model = tiny_model(arch)
+    for kind in ("lora", "local_weight"):
+        with pytest.raises(SiteError) as err:
+            resolve_site(model, kind, 1)  # type: ignore[arg-type]
+        msg = str(err.value)
+        assert "mixture of experts" in msg and EXPERTS[arch] in msg
+        assert "model.layers.{L} (the block output; vector only)" in msg
+        assert "self_attn" not in msg
+        if arch in SHARED_EXPERT:
+            assert SHARED_EXPERT[arch] in msg
+    assert resolve_site(model, "vector", 1).kind == "residual"
+    site = resolve_site(model, "lora", 2, site=EXPERTS[arch])
+    assert site.kind == "experts" and site.path == EXPERTS[arch].format(L=2)
+    assert site.experts == 4 and site.d_out == HIDDEN and site.layer == 2
+    with pytest.raises(SiteError, match="only lora and local_weight"):
+        resolve_site(model, "vector", 1, site=EXPERTS[arch])
+    gate_up = EXPERTS[arch].replace("down_proj", "gate_up_proj")
+    with pytest.raises(SiteError, match="not the experts' down projection"):
+        resolve_site(model, "lora", 1, site=gate_up)
+    if arch in SHARED_EXPERT:
+        shared = resolve_site(model, "lora", 1, site=SHARED_EXPERT[arch])
+        assert shared.kind == "linear" and shared.d_out == HIDDEN
 
 
 def test_gpt2_conv1d_dims_are_read_transposed() -> None:
@@ -92,8 +130,8 @@ def test_mixture_of_experts_needs_an_explicit_site() -> None:
     with pytest.raises(SiteError) as err:
         unisteer.down_proj_site(model, 0)
     msg = str(err.value)
-    assert "layers.0.experts.0.down" in msg and "layers.0.experts.1.down" in msg
-    assert 'site="model.layers.{L}.mlp.down_proj"' in msg
+    assert "layers.{L}.experts.0.down" in msg and "layers.{L}.experts.1.down" in msg
+    assert "layers.{L} (the block output; vector only)" in msg
     site = resolve_site(model, "lora", 0, site="layers.{L}.experts.1.down")
     assert (site.d_in, site.d_out) == (16, 8)
 

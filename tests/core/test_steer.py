@@ -90,6 +90,16 @@ def test_local_weight_equals_edited_down_proj(arch: str) -> None:
     m = 0.7
     # Reference by hand: a copy whose W_down and b_down include m·ΔW and m·Δb.
     ref = copy.deepcopy(model)
+    if delta.site_kind == "experts":  # every expert's W_e + m·ΔW_e
+        owner, name = delta.site.rsplit(".", 1)
+        with torch.no_grad():
+            getattr(ref.get_submodule(owner), name).add_(m * delta.weight_.detach())
+        ref_logits = logits(ref, ids, mask)
+        with steer(model, delta, m=m):
+            torch.testing.assert_close(logits(model, ids, mask), ref_logits, rtol=1e-4, atol=1e-4)
+        merged = unisteer.merged_copy(model, delta, m)
+        torch.testing.assert_close(logits(merged, ids, mask), ref_logits, rtol=1e-4, atol=1e-4)
+        return
     lin = ref.get_submodule(delta.site)
     with torch.no_grad():
         dw, db = delta.weight_.detach(), delta.bias_.detach()

@@ -17,7 +17,7 @@ from unisteer.training.objectives import diffmean, make_objective
 from unisteer.training.trainer import TrainingDiverged, multiplier_drawer, train
 
 from conftest import make_delta
-from tiny_models import tiny_model
+from tiny_models import ARCHS, tiny_model
 from tiny_pairs import random_pairs
 from tiny_tokenizers import CHATML, word_tokenizer
 
@@ -34,7 +34,7 @@ def params(delta: Any) -> list[torch.Tensor]:
     return [p.detach().clone() for p in delta.parameters()]
 
 
-@pytest.mark.parametrize("arch", ["llama", "gemma2", "gemma3", "gpt2", "opt", "qwen2"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_cached_loss_and_gradient_equal_naive(

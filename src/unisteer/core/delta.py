@@ -10,6 +10,11 @@ Every intervention changes one affine map ``y = W x + b`` at one site into
 | ``lora``       | B·A (rank r)  | 0   |
 | ``local_weight`` | dense ΔW    | Δb  |
 
+At a mixture of experts' fused down projection (site kind ``experts``: one 3-D parameter
+``[E, d_out, d_in]`` for E experts) ``lora`` and ``local_weight`` carry one ΔW per expert
+(``[E, d_out, d_in]``; LoRA ``B_e·A_e``), or one ΔW shared by every expert (``per_expert=False``),
+and no Δb: routed expert e computes ``(W_e + m·ΔW_e) a_e``, experts not routed add nothing.
+
 This module is pure math: it knows nothing of hooks, models or files. Each kind reports its
 ΔW (:meth:`Delta.weight`) and Δb (:meth:`Delta.bias`); applying, merging and saving
 (:func:`unisteer.core.io.save_delta`) all go through those two numbers, and
@@ -26,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 Kind = Literal["vector", "lora", "local_weight"]
-SiteKind = Literal["residual", "linear"]
+SiteKind = Literal["residual", "linear", "experts"]
+SITE_KINDS: tuple[str, ...] = get_args(SiteKind)
 KINDS: tuple[str, ...] = get_args(Kind)
 
 #: Names of the parameter tensors of each kind, as saved in ``delta.safetensors``.
@@ -47,14 +53,24 @@ class Delta(nn.Module):
     Attributes:
         kind: ``"vector"``, ``"lora"`` or ``"local_weight"``.
         site: dotted path of the hooked module inside the model (e.g. ``"model.layers.3"``).
-        site_kind: ``"residual"`` (output of a decoder block; bias only) or ``"linear"``.
+        site_kind: ``"residual"`` (output of a decoder block; bias only), ``"linear"`` or
+            ``"experts"`` (a mixture of experts' fused down projection).
         layer: index of the decoder block the site belongs to, when known.
         d_in, d_out: input and output width of the affine map at the site.
         rank: LoRA rank (``None`` for other kinds).
         meta: free-form JSON-serialisable metadata (objective, hyper-parameters, m range...).
         fingerprint: fingerprint of the model the delta was made for (see
             :mod:`unisteer.fingerprint`), or ``None``.
+        experts: number of experts E at an ``experts`` site (``None`` elsewhere).
+        per_expert: at an ``experts`` site, whether each expert has its own ΔW (else one ΔW
+            is shared by all).
     """
+
+    # The parameters each kind has (see ``expected_shapes``), created in ``__init__``.
+    bias_: nn.Parameter
+    weight_: nn.Parameter
+    lora_A: nn.Parameter
+    lora_B: nn.Parameter
 
     def __init__(
         self,
@@ -68,12 +84,24 @@ class Delta(nn.Module):
         rank: int | None = None,
         meta: dict[str, Any] | None = None,
         fingerprint: dict[str, Any] | None = None,
+        experts: int | None = None,
+        per_expert: bool = True,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if site_kind not in ("residual", "linear"):
-            raise ValueError(f"site_kind must be 'residual' or 'linear', got {site_kind!r}")
+        if site_kind not in SITE_KINDS:
+            raise ValueError(f"site_kind must be one of {SITE_KINDS}, got {site_kind!r}")
+        if site_kind == "experts":
+            if kind == "vector":
+                raise ValueError(
+                    "a 'vector' delta cannot sit on the fused experts (it would be routed); put "
+                    "it on the block output, or on the shared expert's down projection"
+                )
+            if not isinstance(experts, int) or isinstance(experts, bool) or experts < 1:
+                raise ValueError(f"an 'experts' site needs the number of experts, got {experts!r}")
+        elif experts is not None:
+            raise ValueError(f"experts applies to 'experts' sites only, not {site_kind!r}")
         if site_kind == "residual" and kind != "vector":
             raise ValueError(
                 f"a {kind!r} delta needs a Linear site; a residual site (the output of a decoder "
@@ -97,16 +125,11 @@ class Delta(nn.Module):
         self.rank = rank
         self.meta: dict[str, Any] = dict(meta or {})
         self.fingerprint = fingerprint
-        f32 = torch.float32
-        if kind == "vector":
-            self.bias_ = nn.Parameter(torch.zeros(d_out, dtype=f32))
-        elif kind == "lora":
-            assert rank is not None
-            self.lora_A = nn.Parameter(torch.zeros(rank, d_in, dtype=f32))
-            self.lora_B = nn.Parameter(torch.zeros(d_out, rank, dtype=f32))
-        else:
-            self.weight_ = nn.Parameter(torch.zeros(d_out, d_in, dtype=f32))
-            self.bias_ = nn.Parameter(torch.zeros(d_out, dtype=f32))
+        self.experts = experts
+        self.per_expert = bool(per_expert) if site_kind == "experts" else False
+        for name, shape in self.expected_shapes().items():
+            attr = name if name.startswith("lora_") else f"{name}_"
+            setattr(self, attr, nn.Parameter(torch.zeros(shape, dtype=torch.float32)))
 
     # -- constructors -------------------------------------------------------------------------
 
@@ -155,7 +178,8 @@ class Delta(nn.Module):
     ) -> Delta:
         """A rank-r update ΔW = B·A with A Kaiming-uniform and B = 0, so ΔW starts at 0."""
         d = cls("lora", d_in, d_out, site=site, layer=layer, rank=rank, **kwargs)
-        bound = 1.0 / math.sqrt(d_in)  # kaiming_uniform_(a=sqrt(5)) on a [rank, d_in] matrix
+        # kaiming_uniform_(a=sqrt(5)) on each [rank, d_in] matrix (one per expert, at experts)
+        bound = 1.0 / math.sqrt(d_in)
         with torch.no_grad():
             d.lora_A.uniform_(-bound, bound, generator=generator)
         return d
@@ -170,7 +194,8 @@ class Delta(nn.Module):
     # -- the two numbers every kind reports ---------------------------------------------------
 
     def weight(self) -> Tensor | None:
-        """ΔW as a dense ``[d_out, d_in]`` matrix, or ``None`` when the kind has no ΔW."""
+        """ΔW as a dense ``[d_out, d_in]`` matrix (``[E, d_out, d_in]``, one per expert, at an
+        ``experts`` site with ``per_expert``), or ``None`` when the kind has no ΔW."""
         if self.kind == "lora":
             return self.lora_B @ self.lora_A
         if self.kind == "local_weight":
@@ -179,7 +204,7 @@ class Delta(nn.Module):
 
     def bias(self) -> Tensor | None:
         """Δb as a ``[d_out]`` vector, or ``None`` when the kind has no Δb."""
-        if self.kind in ("vector", "local_weight"):
+        if self.kind in ("vector", "local_weight") and self.site_kind != "experts":
             return self.bias_
         return None
 
@@ -189,6 +214,11 @@ class Delta(nn.Module):
         For a vector the result does not depend on ``x``'s values; it is Δb broadcast to
         ``x.shape[:-1] + (d_out,)``.
         """
+        if self.site_kind == "experts":
+            raise ValueError(
+                f"the delta at {self.site!r} acts inside the experts (ΔW x depends on which "
+                "expert a token is routed to): apply it with unisteer.steer"
+            )
         if x.shape[-1] != self.d_in:
             raise ValueError(
                 f"delta at {self.site!r} expects inputs of width {self.d_in}, got {x.shape[-1]}"
@@ -219,20 +249,29 @@ class Delta(nn.Module):
     # -- helpers ------------------------------------------------------------------------------
 
     def tensors(self) -> dict[str, Tensor]:
-        """The parameter tensors under their saved names (see ``PARAMETER_NAMES``)."""
-        if self.kind == "vector":
-            return {"bias": self.bias_}
-        if self.kind == "lora":
-            return {"lora_A": self.lora_A, "lora_B": self.lora_B}
-        return {"weight": self.weight_, "bias": self.bias_}
+        """The parameter tensors under their saved names (see ``PARAMETER_NAMES``; an
+        ``experts`` site has no bias)."""
+        return {
+            name: getattr(self, name if name.startswith("lora_") else f"{name}_")
+            for name in self.expected_shapes()
+        }
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shape each saved tensor must have, from ``kind``, ``d_in``, ``d_out``, ``rank``."""
+        """The shape each saved tensor must have, from ``kind``, ``d_in``, ``d_out``, ``rank``
+        (with a leading number of experts for a per-expert delta)."""
+        lead: tuple[int, ...] = (
+            (self.experts,) if self.experts is not None and self.per_expert else ()
+        )
         if self.kind == "vector":
             return {"bias": (self.d_out,)}
         if self.kind == "lora":
             assert self.rank is not None
-            return {"lora_A": (self.rank, self.d_in), "lora_B": (self.d_out, self.rank)}
+            return {
+                "lora_A": (*lead, self.rank, self.d_in),
+                "lora_B": (*lead, self.d_out, self.rank),
+            }
+        if self.site_kind == "experts":
+            return {"weight": (*lead, self.d_out, self.d_in)}
         return {"weight": (self.d_out, self.d_in), "bias": (self.d_out,)}
 
     def load_tensors(self, tensors: dict[str, Tensor]) -> None:
@@ -247,6 +286,8 @@ class Delta(nn.Module):
 
     def extra_repr(self) -> str:
         r = f", rank={self.rank}" if self.rank is not None else ""
+        if self.experts is not None:
+            r += f", experts={self.experts}" + ("" if self.per_expert else " (shared)")
         return (
             f"kind={self.kind!r}, site={self.site!r} ({self.site_kind}), "
             f"d_in={self.d_in}, d_out={self.d_out}{r}"

@@ -20,7 +20,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from unisteer._version import __version__
-from unisteer.core.delta import KINDS, PARAMETER_NAMES, Delta, Kind, SiteKind
+from unisteer.core.delta import KINDS, Delta, Kind, SiteKind
 from unisteer.core.fingerprint import fingerprint_mismatch, model_fingerprint
 from unisteer.core.sites import check_site
 from unisteer.errors import DeltaLoadError, SiteError
@@ -45,6 +45,8 @@ def delta_metadata(delta: Delta) -> dict[str, Any]:
         "d_in": delta.d_in,
         "d_out": delta.d_out,
         "rank": delta.rank,
+        "experts": delta.experts,
+        "per_expert": delta.per_expert,
         "dtype": "float32",
         "shapes": {k: list(v) for k, v in delta.expected_shapes().items()},
         "num_parameters": delta.num_parameters(),
@@ -151,6 +153,10 @@ def load_delta(
     d_out = _require(meta, "d_out", int, meta_path)
     layer = meta.get("layer")
     rank = meta.get("rank")
+    experts = meta.get("experts")
+    per_expert = meta.get("per_expert", True)
+    if not isinstance(per_expert, bool):
+        raise DeltaLoadError(f"{meta_path}: 'per_expert' must be true or false, got {per_expert!r}")
     try:
         blob = tensors_path.read_bytes()
     except OSError as e:
@@ -177,11 +183,13 @@ def load_delta(
             rank=rank,
             meta=meta.get("meta") or {},
             fingerprint=meta.get("fingerprint"),
+            experts=experts,
+            per_expert=per_expert,
         )
     except ValueError as e:
         raise DeltaLoadError(f"{meta_path}: {e}") from e
     expected = delta.expected_shapes()
-    names = set(PARAMETER_NAMES[kind])
+    names = set(expected)
     if set(tensors) != names:
         raise DeltaLoadError(
             f"{tensors_path} holds tensors {sorted(tensors)}, a {kind} delta needs {sorted(names)}"

@@ -8,17 +8,20 @@ import torch
 from torch import nn
 
 from unisteer.core.delta import Delta
-from unisteer.core.sites import linear_dims
+from unisteer.core.sites import check_site, experts_transposed, linear_dims, split_param_path
 from unisteer.errors import SiteError
 
 
 def merged_copy(model: nn.Module, delta: Delta, m: float = 1.0) -> nn.Module:
     """A deep copy of ``model`` whose site weights include ``m``·the delta.
 
-    The user's model is not touched. Only linear sites can be merged: a vector on a block's
+    The user's model is not touched. Linear sites and fused experts (each expert's
+    ``W_e + m·ΔW_e``) can be merged: a vector on a block's
     residual output has no weight to fold into (place it on a linear site instead, e.g. the
     block's down-projection, whose bias it then becomes).
     """
+    if delta.site_kind == "experts":
+        return _merged_experts(model, delta, m)
     if delta.site_kind != "linear":
         raise SiteError(
             f"cannot merge a delta on the residual output {delta.site!r}: there is no weight "
@@ -46,4 +49,23 @@ def merged_copy(model: nn.Module, delta: Delta, m: float = 1.0) -> nn.Module:
                 module.bias = nn.Parameter((m * db).to(weight.dtype), requires_grad=False)
             else:
                 bias.copy_((bias.float() + m * db).to(bias.dtype))
+    return out
+
+
+def _merged_experts(model: nn.Module, delta: Delta, m: float) -> nn.Module:
+    """``W_e ← W_e + m·ΔW_e`` for every expert, on a copy of ``model``."""
+    check_site(model, delta)
+    out = copy.deepcopy(model)
+    parent, name = split_param_path(delta.site)
+    owner = out.get_submodule(parent)
+    weight: torch.Tensor = getattr(owner, name)
+    dw = delta.weight()
+    assert dw is not None
+    with torch.no_grad():
+        dw = dw.detach().to(weight.device, torch.float32)
+        if not delta.per_expert:
+            dw = dw.expand(weight.shape[0], *dw.shape)
+        if experts_transposed(owner):
+            dw = dw.transpose(-1, -2)
+        weight.copy_((weight.float() + m * dw).to(weight.dtype))
     return out

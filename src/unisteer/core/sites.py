@@ -1,17 +1,27 @@
 """Finding where a delta goes, by the structure of the model and never by its name.
 
-Two kinds of site exist:
+Three kinds of site exist:
 
 * ``residual``: the output of decoder block L (the residual stream after the block). Only a
   ``vector`` delta (bias only) can go there.
 * ``linear``: any ``nn.Linear`` (or GPT-2's ``Conv1D``, the same affine map with its weight
   stored transposed). Every kind can go there; x is the module's input.
+* ``experts``: a mixture of experts' fused down projection, a 3-D parameter ``[E, d_out,
+  d_in]`` of the module that runs the routed experts (transformers 5 fuses them:
+  ``MixtralExperts``, ``Qwen2MoeExperts``...), named by its dotted path
+  (``"model.layers.{L}.mlp.experts.down_proj"``). ``lora`` and ``local_weight`` go there,
+  with one ΔW per expert (see :mod:`unisteer.core.delta`). The parameter must be the one the
+  experts' output is linear in (their last projection), and it must write the model width.
 
 The decoder blocks are the ``nn.ModuleList`` whose entries all have the same type and contain
 linear maps, preferring the one whose length equals the config's number of layers. The MLP
 down-projection of a block is the linear map inside it that writes the model width and reads
-the widest input (the MLP's inner width is larger than the attention's output on every causal
-LM we know of; when several maps tie, e.g. mixture-of-experts, we refuse and list them).
+the widest input, wider than the model (the MLP's inner width is larger than the attention's
+output on every dense causal LM we know of; when several maps tie, or the widest reads no
+more than the model width and so cannot be told from an attention projection, we refuse and
+list them). A block holding experts (a 3-D parameter writing the model width, or a list of
+identical expert modules) is a mixture of experts and has no default down projection: the
+error lists the real candidates (the experts, the shared expert, the block output).
 
 A site can always be named explicitly with a dotted path, where ``{L}`` stands for the layer:
 ``"model.layers.{L}.mlp.down_proj"``.
@@ -47,6 +57,7 @@ class Site:
     layer: int | None
     d_in: int
     d_out: int
+    experts: int | None = None  # the number of experts at an ``experts`` site
 
 
 def linear_dims(module: nn.Module) -> tuple[int, int] | None:
@@ -57,6 +68,30 @@ def linear_dims(module: nn.Module) -> tuple[int, int] | None:
         d_in, d_out = module.weight.shape  # Conv1D stores W as [in, out]
         return int(d_in), int(d_out)
     return None
+
+
+def expert_dims(module: nn.Module, name: str) -> tuple[int, int, int] | None:
+    """``(E, d_in, d_out)`` of the fused expert projection ``name`` of ``module`` (a 3-D
+    parameter; ``[E, d_out, d_in]`` as ``F.linear`` reads it, or ``[E, d_in, d_out]`` when the
+    module says ``is_transposed``), else ``None``."""
+    p = module._parameters.get(name)
+    if p is None or p.dim() != 3:
+        return None
+    e, a, b = (int(x) for x in p.shape)
+    return (e, a, b) if experts_transposed(module) else (e, b, a)
+
+
+def experts_transposed(module: nn.Module) -> bool:
+    """Whether a fused-experts module stores its projections as ``[E, d_in, d_out]`` (the
+    ``is_transposed`` flag transformers' experts modules carry; ``F.linear``'s layout
+    otherwise)."""
+    return bool(getattr(module, "is_transposed", False))
+
+
+def split_param_path(path: str) -> tuple[str, str]:
+    """``"a.b.experts.down_proj"`` → ``("a.b.experts", "down_proj")``."""
+    parent, _, name = path.rpartition(".")
+    return parent, name
 
 
 def hidden_size(model: nn.Module) -> int:
@@ -154,6 +189,13 @@ def down_proj_site(model: nn.Module, layer: int) -> Site:
     i = _layer_index(blocks, layer, path)
     block_path = f"{path}.{i}" if path else str(i)
     d_model = hidden_size(model)
+    moe = moe_candidates(model, i)
+    if moe:
+        raise SiteError(
+            f"block {block_path} is a mixture of experts: it has no single MLP "
+            "down-projection. Name the site (the strings to pass as site=..., {L} is the "
+            "layer): " + "; ".join(moe)
+        )
     linears = [
         (name, dims)
         for name, module in blocks[i].named_modules()
@@ -169,13 +211,88 @@ def down_proj_site(model: nn.Module, layer: int) -> Site:
         )
     widest = max(dims[0] for _, dims in writers)
     best = [(name, dims) for name, dims in writers if dims[0] == widest]
-    if len(best) > 1:
-        raise SiteError(
-            f"block {block_path} has several equally likely MLP down-projections (a mixture of "
-            "experts?): " + _list_candidates(block_path, best) + ". " + _HOW_TO_NAME
+    if len(best) > 1 or widest <= d_model:
+        why = (
+            "several equally likely MLP down-projections"
+            if len(best) > 1
+            else f"no linear map reading more than the model width {d_model}, so its MLP "
+            "down-projection cannot be told from an attention projection"
         )
+        raise SiteError(
+            f"block {block_path} has {why}: " + _list_candidates(block_path, best) + ". "
+            + _HOW_TO_NAME
+        )  # fmt: skip
     name, (d_in, d_out) = best[0]
     return Site(path=f"{block_path}.{name}", kind="linear", layer=i, d_in=d_in, d_out=d_out)
+
+
+def moe_candidates(model: nn.Module, layer: int) -> list[str]:
+    """For a mixture-of-experts block, the sites to name (with ``{L}`` for the layer): the
+    fused experts' down projection, the shared expert's down projection, the block output.
+    Empty for a dense block. Experts are found by structure: a 3-D parameter writing the model
+    width, or a ``ModuleList`` of identical modules holding linear maps inside the block."""
+    path, blocks = find_blocks(model)
+    block = blocks[layer]
+    d_model = hidden_size(model)
+    template = f"{path}.{{L}}" if path else "{L}"
+    fused: list[tuple[str, str, tuple[int, int, int]]] = []  # (owner, param, dims)
+    listed: list[str] = []  # owners of expert lists
+    for name, module in block.named_modules():
+        for pname in module._parameters:
+            dims = expert_dims(module, pname)
+            if dims is not None and dims[2] == d_model and dims[1] != d_model:
+                fused.append((name, pname, dims))
+        if (
+            isinstance(module, nn.ModuleList)
+            and len(module) > 1
+            and len({type(c) for c in module}) == 1
+            and all(_contains_linear(c) for c in module)
+        ):
+            listed.append(name)
+    if not fused and not listed:
+        return []
+    out: list[str] = []
+    owners = []
+    for owner, pname, (e, d_in, d_out) in fused:
+        out.append(
+            f"{template}.{owner}.{pname} (the {e} routed experts' down projection, "
+            f"[{e} x {d_in}->{d_out}]; lora or local_weight, one delta per expert)"
+        )
+        owners.append(owner)
+    for owner in listed:
+        experts = list(block.get_submodule(owner).children())
+        for i, expert in enumerate(experts):
+            if i == 4:
+                out.append(f"... ({len(experts)} experts in {template}.{owner})")
+                break
+            for name, module in expert.named_modules():
+                io = linear_dims(module)
+                if io is not None and io[1] == d_model:
+                    out.append(
+                        f"{template}.{owner}.{i}.{name} (expert {i}'s linear map "
+                        f"[{io[0]}->{io[1]}])"
+                    )
+        owners.append(owner)
+    # The shared expert: linear maps writing the model width inside the module that holds the
+    # experts (the sparse MLP), outside the experts themselves.
+    for owner in owners:
+        moe_block = owner.rpartition(".")[0]
+        holder = block.get_submodule(moe_block) if moe_block else block
+        prefix = f"{moe_block}." if moe_block else ""
+        for name, module in holder.named_modules():
+            io = linear_dims(module)
+            full = f"{prefix}{name}"
+            if (
+                io is not None
+                and io[1] == d_model
+                and io[0] != d_model
+                and not full.startswith(f"{owner}.")
+            ):
+                out.append(
+                    f"{template}.{full} (a shared expert's down projection [{io[0]}->{io[1]}])"
+                )
+    out.append(f"{template} (the block output; vector only)")
+    return out
 
 
 def _list_candidates(prefix: str, items: list[tuple[str, tuple[int, int]]]) -> str:
@@ -201,6 +318,10 @@ def candidate_sites(model: nn.Module, layer: int | None = None) -> list[str]:
         d = linear_dims(m)
         if d is not None:
             out.append(f"{block_path}.{name} [{d[0]}->{d[1]}]")
+        for pname in m._parameters:
+            e = expert_dims(m, pname)
+            if e is not None:
+                out.append(f"{block_path}.{name}.{pname} [{e[0]} experts x {e[1]}->{e[2]}]")
     return out
 
 
@@ -218,6 +339,9 @@ def resolve_site(model: nn.Module, kind: Kind, layer: int, site: str | None = No
 
 def site_at_path(model: nn.Module, path: str, kind: Kind, layer: int | None = None) -> Site:
     """Resolve an explicit dotted path, with an error listing candidates when it is wrong."""
+    experts = _experts_site(model, path, kind, layer)
+    if experts is not None:
+        return experts
     try:
         module = model.get_submodule(path)
     except AttributeError:
@@ -249,8 +373,56 @@ def site_at_path(model: nn.Module, path: str, kind: Kind, layer: int | None = No
     )
 
 
+def _experts_site(model: nn.Module, path: str, kind: Kind, layer: int | None) -> Site | None:
+    """The ``experts`` site at ``path`` when it names a fused expert projection, else None."""
+    parent, name = split_param_path(path)
+    try:
+        module = model.get_submodule(parent)
+    except AttributeError:
+        return None
+    dims = expert_dims(module, name)
+    if dims is None:
+        return None
+    e, d_in, d_out = dims
+    if kind == "vector":
+        raise SiteError(
+            f"site {path!r} is the fused experts' projection, where only lora and local_weight "
+            "deltas go (one per expert); put a vector on the block output or on a shared "
+            "expert. Candidates: " + "; ".join(candidate_sites(model, layer))
+        )
+    width = hidden_size(model)
+    if d_out != width:
+        raise SiteError(
+            f"site {path!r} writes width {d_out}, not the model width {width}: it is not the "
+            "experts' down projection. Candidates: " + "; ".join(candidate_sites(model, layer))
+        )
+    return Site(path=path, kind="experts", layer=layer, d_in=d_in, d_out=d_out, experts=e)
+
+
 def check_site(model: nn.Module, delta: Delta) -> nn.Module:
-    """The module at the delta's site, after checking that the delta fits it."""
+    """The module at the delta's site, after checking that the delta fits it (for an
+    ``experts`` site: the experts module that owns the projection)."""
+    if delta.site_kind == "experts":
+        parent, name = split_param_path(delta.site)
+        try:
+            owner = model.get_submodule(parent)
+        except AttributeError:
+            owner = None
+        e_dims = None if owner is None else expert_dims(owner, name)
+        if owner is None or e_dims is None:
+            raise SiteError(
+                f"the delta's site {delta.site!r} is not a fused expert projection in "
+                f"{type(model).__name__}. Candidates: "
+                + "; ".join(candidate_sites(model, delta.layer))
+            )
+        want = (delta.experts, delta.d_in, delta.d_out)
+        if e_dims != want:
+            raise SiteError(
+                f"the delta expects {want[0]} experts of {want[1]}->{want[2]} at "
+                f"{delta.site!r}, but the model has {e_dims[0]} of {e_dims[1]}->{e_dims[2]} "
+                "there"
+            )
+        return owner
     try:
         module = model.get_submodule(delta.site)
     except AttributeError:

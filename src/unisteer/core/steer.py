@@ -5,8 +5,10 @@
 
 Inside the ``with`` block, each delta's site gets a forward hook that adds
 ``m·(ΔW x + Δb)`` to the site's output at the selected tokens (see
-:mod:`unisteer.core.positions`). A pre-hook on the model reads how many tokens the KV cache already
-holds, so every token knows its absolute column. On exit, even when the body raised, every hook
+:mod:`unisteer.core.positions`); at a mixture of experts' fused projection, the experts module's
+hook adds each routed expert's ``m·ΔW_e a_e`` (:meth:`Steering._experts_hook`). A pre-hook on
+the model reads how many tokens the KV cache already holds, so every token knows its absolute
+column. On exit, even when the body raised, every hook
 is removed: the model's parameters and buffers are never touched.
 
 State written during a forward pass: only :class:`Steering`'s record of the call in progress
@@ -43,7 +45,7 @@ from unisteer.core.positions import (
     validate_multiplier,
     validate_positions,
 )
-from unisteer.core.sites import check_site
+from unisteer.core.sites import check_site, experts_transposed, split_param_path
 from unisteer.errors import SteeringError
 
 #: What a delta does at its site: ``"add"`` adds ``m·(ΔW x + Δb)``; ``"null"`` (vectors only)
@@ -151,6 +153,25 @@ class Steering:
 
     # -- site-level: add m·(ΔW x + Δb) --------------------------------------------------------
 
+    def _scale(self, delta: Delta, m: Multiplier, y: Tensor) -> float | Tensor:
+        """The multiplier of each token of a site's output ``y`` (a float when it is one
+        number for all), shaped to broadcast over ``y.shape[:-1]``."""
+        columns, batch, flat = self._layout(y)
+        prompt_length = (
+            self.prompt_length if self.prompt_length is not None else self._inferred_prompt_length
+        )
+        scale = token_scale(m, self.positions, columns, batch, prompt_length)
+        if isinstance(scale, float):
+            return scale
+        if flat:
+            return scale.reshape(-1)
+        if y.dim() != 3:
+            raise SteeringError(
+                f"site {delta.site!r} produced a {y.dim()}-d output; per-row or per-token "
+                "multipliers and position masks need [batch, tokens, width]"
+            )
+        return scale
+
     def _site_hook(self, delta: Delta, m: Multiplier, op: Op = "add") -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
             y = hidden_of(output)
@@ -159,25 +180,52 @@ class Steering:
                     f"site {delta.site!r} returned {type(y).__name__}, not a tensor"
                 )
             x = args[0] if delta.site_kind == "linear" else y
-            columns, batch, flat = self._layout(y)
-            prompt_length = (
-                self.prompt_length
-                if self.prompt_length is not None
-                else self._inferred_prompt_length
-            )
-            scale = token_scale(m, self.positions, columns, batch, prompt_length)
-            if isinstance(scale, float):
-                if scale == 0.0:
-                    return None
-            elif flat:
-                scale = scale.reshape(-1)
-            elif y.dim() != 3:
-                raise SteeringError(
-                    f"site {delta.site!r} produced a {y.dim()}-d output; per-row or per-token "
-                    "multipliers and position masks need [batch, tokens, width]"
-                )
+            scale = self._scale(delta, m, y)
+            if isinstance(scale, float) and scale == 0.0:
+                return None
             contribution = delta.null(y) if op == "null" else delta(x)
             return with_hidden(output, add_scaled(y, contribution, scale))
+
+        return hook
+
+    def _experts_hook(self, delta: Delta, m: Multiplier, owner: nn.Module) -> Any:
+        """The hook on a fused-experts module for a delta on its projection ``P``.
+
+        The experts' output is linear in ``P`` (their last projection): with routing weights
+        ``w`` and inner activations ``a_e``, ``Σ_e w_e (P_e + m·ΔW_e) a_e`` is the output plus
+        ``m`` times the same module run with ``P := ΔW`` (and its bias, if any, := 0). So the
+        hook runs the experts once more with ΔW in place of ``P``
+        (:func:`torch.func.functional_call`, which leaves the module's parameters alone):
+        exactly ``W_e + m·ΔW_e`` for each routed expert, nothing for the others, whatever
+        kernel the experts use. That second run comes back through this hook; it is told
+        apart because the module's ``P`` is then ΔW, not the model's own parameter.
+        """
+        _, name = split_param_path(delta.site)
+        original = getattr(owner, name)
+        bias_name = f"{name}_bias"
+        bias = getattr(owner, bias_name, None)
+        transposed = experts_transposed(owner)
+
+        def hook(
+            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+        ) -> Any:
+            if getattr(module, name) is not original:  # the re-run below
+                return None
+            y = hidden_of(output)
+            scale = self._scale(delta, m, y)
+            if isinstance(scale, float) and scale == 0.0:
+                return None
+            dw = delta.weight()
+            assert dw is not None
+            if not delta.per_expert:
+                dw = dw.expand(original.shape[0], *dw.shape)
+            if transposed:
+                dw = dw.transpose(-1, -2)
+            swap = {name: dw.to(device=original.device, dtype=original.dtype)}
+            if isinstance(bias, Tensor):
+                swap[bias_name] = torch.zeros_like(bias)
+            contribution = hidden_of(torch.func.functional_call(module, swap, args, kwargs))
+            return with_hidden(output, add_scaled(y, contribution.float(), scale))
 
         return hook
 
@@ -240,7 +288,12 @@ class Steering:
             for delta, m, op, module in zip(
                 self.deltas, self.multipliers, self.ops, modules, strict=True
             ):
-                self._handles.append(module.register_forward_hook(self._site_hook(delta, m, op)))
+                if delta.site_kind == "experts":
+                    hook = self._experts_hook(delta, m, module)
+                    self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
+                else:
+                    hook = self._site_hook(delta, m, op)
+                    self._handles.append(module.register_forward_hook(hook))
         except BaseException:
             self._remove()
             raise

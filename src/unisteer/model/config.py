@@ -57,6 +57,20 @@ def logit_softcap(model: nn.Module) -> float | None:
     return float(cap) if isinstance(cap, int | float) and cap else None
 
 
+def logit_scale(model: nn.Module) -> tuple[float, float]:
+    """``(factor, divisor)`` the model's forward applies to its logits outside any module,
+    before the soft-cap: ``logit_scale`` (Cohere: logits · scale) and ``logits_scaling``
+    (Granite: logits / scaling); ``(1.0, 1.0)`` when the config has neither."""
+    config = text_config(model)
+
+    def number(name: str) -> float:
+        value = getattr(config, name, None)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value
+        return float(value) if ok else 1.0  # type: ignore[arg-type]
+
+    return number("logit_scale"), number("logits_scaling")
+
+
 def cache_keyword(model: nn.Module) -> str:
     """The name under which the model's forward takes a KV cache (``cache`` in recent
     transformers, ``past_key_values`` before)."""

@@ -35,8 +35,12 @@ def unembed_logprobs(
     targets: Tensor,
     softcap: float | None = None,
     vocab_chunk: int = 4096,
+    *,
+    scale: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
-    """``log_softmax(softcap(features @ weight.T + bias))`` at ``targets``, as float64, without
+    """``log_softmax(softcap((features @ weight.T + bias) · factor / divisor))`` at ``targets``
+    (``scale = (factor, divisor)``), the logits formed in ``weight``'s dtype exactly as the
+    model's head forms them (see :func:`finish_logits`), as float64, without
     ever holding a full ``[n, V]`` logits tensor: the vocabulary goes through in slices of
     ``vocab_chunk`` rows of ``weight``, each slice keeping its own max and its float32 sum of
     exponentials, and the slices are combined in float64 (the same accuracy as
@@ -47,17 +51,16 @@ def unembed_logprobs(
     flat = targets.dim() == 1
     tgt = targets[:, None] if flat else targets
     n = features.shape[0]
-    x = features.float()
+    x = features.to(weight.dtype)
     picked = torch.zeros(tgt.shape, dtype=torch.float64, device=x.device)
     tops, sums = [], []
     with torch.no_grad():
         for v0 in range(0, weight.shape[0], vocab_chunk):
             v1 = min(v0 + vocab_chunk, weight.shape[0])
             logits = torch.nn.functional.linear(
-                x, weight[v0:v1].float(), None if bias is None else bias[v0:v1].float()
+                x, weight[v0:v1], None if bias is None else bias[v0:v1].to(weight.dtype)
             )
-            if softcap:
-                logits = torch.tanh(logits / softcap) * softcap
+            logits = finish_logits(logits, scale, softcap)
             top = logits.max(-1, keepdim=True).values
             logits.sub_(top)
             inside = (tgt >= v0) & (tgt < v1)
@@ -74,6 +77,24 @@ def unembed_logprobs(
         lse = best[:, 0] + (torch.stack(sums, -1) * (top_all - best).exp()).sum(-1).log()
     out = picked - lse[:, None]
     return out[:, 0] if flat else out
+
+
+def finish_logits(
+    logits: Tensor, scale: tuple[float, float] = (1.0, 1.0), softcap: float | None = None
+) -> Tensor:
+    """What a model's forward does to its head's output outside any module, in the head's
+    dtype and order (``logits · factor``, ``/ divisor``, then Gemma 2's soft-cap
+    ``cap · tanh(logits / cap)``), then cast to float32 (as the loss reads logits). Doing it
+    in the model's dtype, not in float32, keeps a replay of a bfloat16 model equal to its
+    ordinary forward pass."""
+    factor, divisor = scale
+    if factor != 1.0:
+        logits = logits * factor
+    if divisor != 1.0:
+        logits = logits / divisor
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits.float()
 
 
 def completion_targets(batch: Batch) -> tuple[Tensor, Tensor]:

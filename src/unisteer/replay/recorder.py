@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from unisteer.core.outputs import hidden_of
 from unisteer.core.sites import find_blocks
 from unisteer.core.steer import intercept_inputs, watch_outputs
-from unisteer.model.config import logit_softcap
-from unisteer.replay.logprob import token_logprobs, unembed_logprobs
+from unisteer.model.config import logit_scale, logit_softcap
+from unisteer.replay.logprob import finish_logits, token_logprobs, unembed_logprobs
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]  # positional args after the hidden state, kwargs
 HEAD_CHUNK = 1024  # positions per call of the output head
@@ -49,14 +49,32 @@ def _map(value: Any, fn: Any) -> Any:
     return fn(value)
 
 
+def row_group(value: Any, batch: int) -> int | None:
+    """How many consecutive entries along dim 0 each of ``batch`` rows owns in ``value``, or
+    ``None`` when ``value`` is not per-row.
+
+    Per-row tensors are found by structure, whatever the architecture calls them: at least 2-D,
+    with a first dimension that is a positive multiple ``g`` of the batch, laid out row-major
+    (row ``i`` owns entries ``i·g .. i·g + g − 1``). Most are ``[B, ...]`` (``g = 1``: masks,
+    position embeddings); ALiBi biases are ``[B·H, 1, T]`` (``g = H``, Bloom, Falcon). A
+    shared tensor that merely has such a shape is a false positive the exactness check
+    (:mod:`unisteer.replay.check`) catches, since it replays several multipliers at once.
+    """
+    if isinstance(value, Tensor) and value.dim() >= 2 and batch > 0:
+        n = value.shape[0]
+        if n > 0 and n % batch == 0:
+            return n // batch
+    return None
+
+
 def expand_batch(value: Any, batch: int, times: int) -> Any:
-    """Repeat batch-shaped tensors (at least 2-D, first dim == ``batch``) ``times`` along dim 0,
+    """Repeat every per-row tensor of ``value`` (see :func:`row_group`) ``times`` along dim 0,
     as whole copies: row ``k * batch + i`` is copy ``k`` of row ``i``."""
     if times == 1:
         return value
 
     def rep(v: Any) -> Any:
-        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch:
+        if row_group(v, batch) is not None:
             return v.repeat(times, *([1] * (v.dim() - 1)))
         return v
 
@@ -64,13 +82,16 @@ def expand_batch(value: Any, batch: int, times: int) -> Any:
 
 
 def select_rows(value: Any, batch: int, rows: Tensor) -> Any:
-    """Pick rows of batch-shaped tensors (at least 2-D, first dim == ``batch``): row ``k`` of
-    the result is row ``rows[k]`` of the input. Other values pass through unchanged."""
+    """Pick rows of every per-row tensor of ``value`` (see :func:`row_group`): row ``k`` of
+    the result is row ``rows[k]`` of the input (all ``g`` entries it owns). Other values pass
+    through unchanged."""
 
     def pick(v: Any) -> Any:
-        if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[0] == batch:
-            return v.index_select(0, rows.to(v.device))
-        return v
+        g = row_group(v, batch)
+        if g is None:
+            return v
+        grouped = v.reshape(batch, g, *v.shape[1:])
+        return grouped.index_select(0, rows.to(v.device)).reshape(-1, *v.shape[1:])
 
     return _map(value, pick)
 
@@ -99,10 +120,14 @@ class Recorder:
     blocks: list[nn.Module] = field(init=False)
     head: list[nn.Module] = field(init=False, default_factory=list)
     softcap: float | None = field(init=False, default=None)
+    scale: tuple[float, float] = field(init=False, default=(1.0, 1.0))
 
     def __post_init__(self) -> None:
         self.blocks = list(find_blocks(self.model)[1])
+        # What the model's forward does to the logits outside any module (scaling, then
+        # soft-capping) belongs to the output head too.
         self.softcap = logit_softcap(self.model)
+        self.scale = logit_scale(self.model)
 
     def forward(self, **inputs: Any) -> tuple[Tensor, list[Call], Tensor]:
         """``(block-L input, calls of blocks L..N, logits)`` of ``model(**inputs)``."""
@@ -204,7 +229,9 @@ class Recorder:
         predicted by the same position (the head runs once for them). Differentiable when
         autograd is on. Without autograd, when the head ends in a linear unembedding, its
         logits are never held whole (see :func:`unisteer.logprob.unembed_logprobs`);
-        otherwise at most ``chunk × vocab`` of them are."""
+        otherwise at most ``chunk × vocab`` of them are. The model's logit scale and soft-cap
+        (:func:`unisteer.model.config.logit_scale`, :func:`~unisteer.model.config.logit_softcap`)
+        are applied as its forward applies them."""
         *body, last = self.head if self.head else [nn.Identity()]
         graph = torch.is_grad_enabled() and h.requires_grad
         unembed = last if type(last) is nn.Linear and not graph else None
@@ -218,11 +245,13 @@ class Recorder:
                 x = module(x)
                 x = hidden_of(x)
             if unembed is not None:
-                parts.append(unembed_logprobs(x, unembed.weight, unembed.bias, tgt, self.softcap))
+                parts.append(
+                    unembed_logprobs(
+                        x, unembed.weight, unembed.bias, tgt, self.softcap, scale=self.scale
+                    )
+                )
                 continue
-            logits = x.float()
-            if self.softcap:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
+            logits = finish_logits(x, self.scale, self.softcap)
             if tgt.dim() == 2:
                 logits = logits[:, None, :].expand(-1, tgt.shape[1], -1)
             parts.append(token_logprobs(logits, tgt))

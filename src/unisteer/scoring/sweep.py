@@ -18,9 +18,10 @@ multiplier and per completion):
 * pairs are bucketed by length, and the number of rows per call follows a memory budget.
 
 Before trusting the fast path on a model, the first batch checks it against the ordinary
-forward pass at ``m = 0`` (:mod:`unisteer.replay.check`: completion NLLs within
-1e-4 + 1e-6 × NLL, float32 rounding); on a mismatch the sweep warns and falls back to the naive
-path.
+forward pass, replaying several multipliers in one expanded batch and comparing the m = 0 rows
+(:mod:`unisteer.replay.check`: completion NLLs within 1e-4 + 1e-6 × NLL in float32, the
+naive path's own spread across batchings in bfloat16/float16); on a mismatch the sweep warns
+and falls back to the naive path.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import vocab_size, widths
 from unisteer.replay.base import ReplayInput, Runner
-from unisteer.replay.check import exact_runner
+from unisteer.replay.check import batching_spread, exact_runner
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
 from unisteer.replay.prefix import PrefixRunner
 from unisteer.replay.recorder import HEAD_CHUNK, Recorder
@@ -130,7 +131,13 @@ def _fast_runner(
         StackedRunner(model, layer, after),
     ]
     found = exact_runner(
-        candidates, inputs, delta, positions, reference, model_name=type(model).__name__
+        candidates,
+        inputs,
+        delta,
+        positions,
+        reference,
+        spread=batching_spread(model, inputs, reference),
+        model_name=type(model).__name__,
     )
     inputs.hidden = None
     return found

@@ -16,6 +16,7 @@ order. Regrouping pairs every epoch would need blocks 0..L-1 again.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from unisteer.core.steer import Op, steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
 from unisteer.replay.base import ReplayInput
-from unisteer.replay.check import replay_excess, warn_naive
+from unisteer.replay.check import CHECK_MS, batching_spread, excess, warn_naive
 from unisteer.replay.logprob import completion_targets, row_sums, token_logprobs
 from unisteer.replay.stacked import StackedCapture, StackedRunner
 from unisteer.training.objectives.rows import Rows, Scores
@@ -145,23 +146,24 @@ def prepare(
         next_ids[:, :-1] = batch.input_ids[:, 1:]
         inputs = ReplayInput([encoded[i] for i in group], batch, pad)
         cap = runner.capture(inputs)  # the ordinary forward pass, no autograd
+        tb = TrainBatch(
+            ids=[pairs[i].id for i in group],
+            batch=batch,
+            next_ids=next_ids,
+            predicts=predicts,
+            tokens=predicts.sum(1),
+            seq_tokens=batch.attention_mask.sum(1),
+            ref_logp=(-cap.base).to(torch.float32).reshape(-1, 2),
+            capture=cap if method == "cached" else None,
+        )
         if method == "cached" and not out:
             name = type(model).__name__
-            if replay_excess(runner, cap, delta, positions, what="training", model_name=name) > 0:
+            spread = batching_spread(model, inputs, cap.base)
+            if cached_excess(model, tb, delta, runner, positions, spread) > 0:
                 warn_naive("training", name)
                 method = "naive"
-        out.append(
-            TrainBatch(
-                ids=[pairs[i].id for i in group],
-                batch=batch,
-                next_ids=next_ids,
-                predicts=predicts,
-                tokens=predicts.sum(1),
-                seq_tokens=batch.attention_mask.sum(1),
-                ref_logp=(-cap.base).to(torch.float32).reshape(-1, 2),
-                capture=cap if method == "cached" else None,
-            )
-        )
+                tb.capture = None
+        out.append(tb)
     result = (out, runner if method == "cached" else None)
     if cache is not None:
         cache.put(model, key, result)
@@ -175,6 +177,40 @@ def _interventions(delta: Delta, rows: Rows) -> tuple[list[Delta], list[Tensor],
         ms.append(rows.null.to(torch.float32))
         ops.append("null")
     return deltas, ms, ops  # type: ignore[return-value]
+
+
+def cached_excess(
+    model: nn.Module,
+    tb: TrainBatch,
+    delta: Delta,
+    runner: StackedRunner,
+    positions: PositionMode = "all",
+    spread: float = 0.0,
+) -> float:
+    """How far the cached path, run as training runs it, misses the ordinary forward pass on
+    ``tb`` beyond the tolerance of :mod:`unisteer.replay.check` (``<= 0``: trusted; ``inf``:
+    it failed on this architecture). Every sequence of the minibatch is picked, in reverse
+    order, once per multiplier of ``CHECK_MS`` (rows interleaved, so the m = 0 rows sit next to
+    steered ones), and the m = 0 rows are compared with the capture's ordinary pass."""
+    assert tb.capture is not None
+    seqs = torch.arange(tb.batch.input_ids.shape[0]).flip(0)
+    index = seqs.repeat_interleave(len(CHECK_MS))
+    m = torch.tensor(CHECK_MS, dtype=torch.float32).repeat(len(seqs))
+    rows = Rows(index // 2, index % 2, m, torch.zeros(len(index), dtype=torch.bool))
+    name = type(model).__name__
+    try:
+        with torch.no_grad():
+            got = row_scores(model, tb, delta, rows, runner, positions).logp
+    except Exception as e:  # an architecture the replay does not understand
+        log.info("unisteer: the cached training path failed on %s: %s", name, e)
+        return math.inf
+    zero = m == 0.0
+    err = excess(-got[zero].detach().double().cpu(), tb.capture.base[index[zero]], spread)
+    if err > 0.0:
+        log.info(
+            "unisteer: the cached training path exceeds its tolerance by %.2e on %s", err, name
+        )
+    return err
 
 
 def row_scores(
