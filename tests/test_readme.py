@@ -37,3 +37,15 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "out" / "my-vector" / "delta.json").is_file()
+
+
+def test_architecture_table_has_every_architecture_and_no_failure() -> None:
+    """The README's table (written by scripts/architecture_table.py from the test results)
+    lists every architecture of the tiny-model matrix, and none of its cells failed."""
+    from tiny_models import ARCHS
+
+    text = (ROOT / "README.md").read_text()
+    body = text.split("<!-- architecture-table:start", 1)[1].split("<!-- architecture-table:end")[0]
+    rows = [line for line in body.splitlines() if line.startswith("| `")]
+    assert [re.match(r"\| `([^`]+)`", r).group(1) for r in rows] == list(ARCHS)  # type: ignore[union-attr]
+    assert all("✗" not in r for r in rows)

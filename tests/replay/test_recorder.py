@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unisteer.data import collate, encode_pair
-from unisteer.replay.recorder import Recorder, expand_batch, select_rows
+from unisteer.replay.recorder import Recorder, expand_batch, row_group, select_rows
 
 from tiny_models import ARCHS, tiny_model
 from tiny_pairs import random_pairs
@@ -68,3 +68,18 @@ def test_expand_and_select_touch_batch_shaped_tensors_only() -> None:
     assert torch.equal(big[2][0], big[0])
     picked = select_rows(args, batch=2, rows=torch.tensor([1, 1, 0]))
     assert torch.equal(picked[0], x[[1, 1, 0]]) and picked[1]["other"] is other
+
+
+def test_per_row_tensors_of_any_grouping_are_expanded_and_selected_whole() -> None:
+    """ALiBi reaches Bloom's blocks as ``[batch * heads, 1, T]``: each row owns ``heads``
+    consecutive entries, and expansion and selection move them together."""
+    batch, heads, t = 3, 4, 5
+    alibi = torch.arange(batch * heads * t, dtype=torch.float32).reshape(batch * heads, 1, t)
+    assert row_group(alibi, batch) == heads and row_group(torch.ones(5, 2), batch) is None
+    big = expand_batch({"alibi": alibi}, batch, 2)["alibi"]
+    assert big.shape == (2 * batch * heads, 1, t)
+    # Row k * batch + i of the expanded batch owns copy k of row i's entries.
+    grouped = big.reshape(2 * batch, heads, 1, t)
+    assert torch.equal(grouped[batch + 1], alibi.reshape(batch, heads, 1, t)[1])
+    picked = select_rows([alibi], batch, torch.tensor([2, 0, 2]))[0]
+    assert torch.equal(picked.reshape(3, heads, 1, t), alibi.reshape(batch, heads, 1, t)[[2, 0, 2]])

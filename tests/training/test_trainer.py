@@ -376,3 +376,25 @@ def test_cache_shares_the_capture_across_objectives_and_kinds(
         cache=cache,
     )
     assert captures["n"] == 2 + 2 + 2  # `alone` (no cache) and `other` captured for themselves
+
+
+def test_a_capture_that_fails_falls_back_to_naive_training(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tok: Any
+) -> None:
+    """An architecture the recorder does not understand trains on the naive path, with a
+    warning, instead of crashing."""
+    import logging
+
+    from unisteer.replay.stacked import StackedRunner
+
+    def broken(self: Any, inputs: Any) -> Any:
+        raise RuntimeError("cannot record this")
+
+    monkeypatch.setattr(StackedRunner, "capture", broken)
+    model = tiny_model("llama")
+    delta = make_delta(model, "vector", layer=1)
+    with caplog.at_level(logging.WARNING):
+        batches, runner = prepare(model, tok, random_pairs(4), delta, batch_size=2, seed=0)
+    assert runner is None and all(b.capture is None for b in batches)
+    assert "using the naive path" in caplog.text
+    assert torch.isfinite(batches[0].ref_logp).all()

@@ -114,20 +114,24 @@ def replay_excess(
         with torch.no_grad():
             got = runner.run(cap, delta, list(CHECK_MS), positions)
     except Exception as e:  # an architecture the replay does not understand
-        log.info("unisteer: the %s %s path failed on %s: %s", runner.name, what, model_name, e)
+        log_failed(f"{runner.name} {what}", model_name, e)
         return math.inf
     ref = cap.base if reference is None else reference
     zeros = [i for i, m in enumerate(CHECK_MS) if m == 0.0]
     err = max(excess(cap.base, ref, spread), *(excess(got[i], ref, spread) for i in zeros))
-    if err > 0.0:
-        log.info(
-            "unisteer: the %s %s path exceeds its tolerance by %.2e on %s",
-            runner.name,
-            what,
-            err,
-            model_name,
-        )
+    log_excess(f"{runner.name} {what}", model_name, err)
     return err
+
+
+def log_failed(path: str, model_name: str, error: Exception) -> None:
+    """Say (at INFO) that the fast ``path`` (e.g. "prefix sweep") raised on this model."""
+    log.info("unisteer: the %s path failed on %s: %s", path, model_name, error)
+
+
+def log_excess(path: str, model_name: str, err: float) -> None:
+    """Say (at INFO) by how much the fast ``path`` missed its tolerance, when it did."""
+    if err > 0.0:
+        log.info("unisteer: the %s path exceeds its tolerance by %.2e on %s", path, err, model_name)
 
 
 def warn_naive(what: str, model_name: str) -> None:
@@ -155,7 +159,7 @@ def exact_runner(
         try:
             cap = runner.capture(inputs)
         except Exception as e:  # an architecture the replay does not understand
-            log.info("unisteer: the %s %s path failed on %s: %s", runner.name, what, model_name, e)
+            log_failed(f"{runner.name} {what}", model_name, e)
             continue
         if cap is None:
             continue

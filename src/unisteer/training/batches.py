@@ -33,7 +33,15 @@ from unisteer.core.steer import Op, steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
 from unisteer.replay.base import ReplayInput
-from unisteer.replay.check import CHECK_MS, batching_spread, excess, warn_naive
+from unisteer.replay.check import (
+    CHECK_MS,
+    batching_spread,
+    excess,
+    log_excess,
+    log_failed,
+    ordinary_nll,
+    warn_naive,
+)
 from unisteer.replay.logprob import completion_targets, row_sums, token_logprobs
 from unisteer.replay.stacked import StackedCapture, StackedRunner
 from unisteer.training.objectives.rows import Rows, Scores
@@ -145,7 +153,16 @@ def prepare(
         next_ids = torch.zeros_like(batch.input_ids)
         next_ids[:, :-1] = batch.input_ids[:, 1:]
         inputs = ReplayInput([encoded[i] for i in group], batch, pad)
-        cap = runner.capture(inputs)  # the ordinary forward pass, no autograd
+        name = type(model).__name__
+        cap: StackedCapture | None = None
+        if method == "cached":
+            try:
+                cap = runner.capture(inputs)  # the ordinary forward pass, no autograd
+            except Exception as e:  # an architecture the recorder does not understand
+                log_failed("cached training", name, e)
+                warn_naive("training", name)
+                method = "naive"
+        base = cap.base if cap is not None else ordinary_nll(model, batch)
         tb = TrainBatch(
             ids=[pairs[i].id for i in group],
             batch=batch,
@@ -153,11 +170,10 @@ def prepare(
             predicts=predicts,
             tokens=predicts.sum(1),
             seq_tokens=batch.attention_mask.sum(1),
-            ref_logp=(-cap.base).to(torch.float32).reshape(-1, 2),
-            capture=cap if method == "cached" else None,
+            ref_logp=(-base).to(torch.float32).reshape(-1, 2),
+            capture=cap,
         )
-        if method == "cached" and not out:
-            name = type(model).__name__
+        if cap is not None and not out:
             spread = batching_spread(model, inputs, cap.base)
             if cached_excess(model, tb, delta, runner, positions, spread) > 0:
                 warn_naive("training", name)
@@ -202,14 +218,11 @@ def cached_excess(
         with torch.no_grad():
             got = row_scores(model, tb, delta, rows, runner, positions).logp
     except Exception as e:  # an architecture the replay does not understand
-        log.info("unisteer: the cached training path failed on %s: %s", name, e)
+        log_failed("cached training", name, e)
         return math.inf
     zero = m == 0.0
     err = excess(-got[zero].detach().double().cpu(), tb.capture.base[index[zero]], spread)
-    if err > 0.0:
-        log.info(
-            "unisteer: the cached training path exceeds its tolerance by %.2e on %s", err, name
-        )
+    log_excess("cached training", name, err)
     return err
 
 
