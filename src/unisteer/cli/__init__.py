@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from unisteer._version import __version__
 from unisteer.cli import data, demo, eval, fit, run, sweep, train
@@ -23,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="unisteer", description="Steer language models with one affine delta."
     )
     parser.add_argument("--version", action="version", version=f"unisteer {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of a line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.register(sub)
@@ -47,16 +54,43 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _crash_log(exc: BaseException) -> Path:
+    """Write ``exc``'s traceback to a new file in the temporary directory; its path."""
+    fd, name = tempfile.mkstemp(prefix="unisteer-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"unisteer {__version__}, argv {sys.argv!r}\n\n")
+        traceback.print_exception(exc, file=f)
+    return Path(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The error boundary: bad input (a :class:`UnisteerError`, a ``ValueError`` from a
+    parser, an ``OSError`` naming a path) becomes one ``unisteer: error:`` line and exit
+    status 2; anything else is a bug in unisteer: one line naming a log file that holds the
+    traceback, exit status 1. ``--debug`` lets every exception through with its traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(
         _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     )
+    if getattr(args, "debug", False):
+        return int(args.func(args))
     try:
         return int(args.func(args))
     except (UnisteerError, ValueError) as e:  # bad input: a message, not a traceback
         print(f"unisteer: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that cannot be read or written
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"unisteer: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("unisteer: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: say so in one line, keep the traceback in a file
+        log = _crash_log(e)
+        print(
+            f"unisteer: internal error ({type(e).__name__}: {e}); the traceback is in {log}. "
+            "Please report it; --debug shows it here.",
+            file=sys.stderr,
+        )
+        return 1

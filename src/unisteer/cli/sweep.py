@@ -43,18 +43,29 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unisteer.files import OutputLock, check_output_dir
+    from unisteer.scoring.grid import parse_grid
+
+    given: list[float] | None = None
+    if args.ms is not None:  # checked before the model loads
+        try:
+            given = parse_grid(args.ms)
+        except ValueError as e:
+            raise UsageError(f"argument --ms: {e}") from None
+    out = check_output_dir(args.out, "--out folder")
+    with OutputLock(out):
+        return _sweep(args, out, given)
+
+
+def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -> int:
     from unisteer.core.io import load_delta
     from unisteer.model.load import load_model
-    from unisteer.scoring.grid import parse_grid
     from unisteer.scoring.sweep import sweep
 
     model, tokenizer = load_model(args.model)
     delta = load_delta(args.delta, model, tokenizer=tokenizer)
-    if args.ms is not None:
-        try:
-            ms = parse_grid(args.ms)
-        except ValueError as e:
-            raise UsageError(f"argument --ms: {e}") from None
+    if given is not None:
+        ms = given
     elif isinstance(delta.meta.get("grid"), list):
         ms = [float(x) for x in delta.meta["grid"]]
     else:
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         positions=args.positions,
         memory_budget=int(args.memory_mb * (1 << 20)),
     )
-    out = result.save(Path(args.out))
+    out = result.save(out_dir)
     columns = ["m", "n", "pref_odds", "pref_odds_sem", "util_odds", "util_odds_sem"]
     columns.append("n_out_of_domain")
     print(result.means()[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -70,13 +70,24 @@ def _multipliers(text: str | None) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unisteer.files import OutputLock, check_output_dir
+
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise UsageError("argument --val-fraction: must be in [0, 1)")
+    if args.layer is not None and args.layer < 0:
+        raise UsageError(f"argument --layer: must be 0 or more, got {args.layer}")
+    _multipliers(args.multipliers)  # bad values are reported before the model loads
+    out = check_output_dir(args.out, "--out folder")
+    with OutputLock(out):
+        return _train(args, out)
+
+
+def _train(args: argparse.Namespace, out: Path) -> int:
     from unisteer.core.io import save_delta
     from unisteer.files import write_text_atomic
     from unisteer.model.load import load_model
     from unisteer.training.trainer import TrainingDiverged, train
 
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise UsageError("argument --val-fraction: must be in [0, 1)")
     model, tokenizer = load_model(args.model)
     pairs = load_source(args, args.data)
     if args.split == "train" or (args.split == "auto" and pairs.has_fixed_split()):
@@ -101,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
         "bidirectional": args.bidirectional,
         "checkpoint_every": args.checkpoint_every,
     }
-    out: Path = args.out
     status = 0
     try:
         delta = train(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from pathlib import Path
 from typing import Any, cast
 
@@ -93,15 +94,69 @@ def _require(meta: dict[str, Any], key: str, typ: type, where: Path) -> Any:
     return value
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+#: Limits on what ``delta.json`` and ``delta.safetensors`` may be, checked before they are read.
+MAX_META_BYTES = 16 << 20
+MAX_TENSOR_BYTES = 64 << 30
+MAX_JSON_DEPTH = 64
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deeply ``value`` nests lists and objects, counting no further than ``limit + 1``
+    (without recursion, so any depth is safe)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            if d > limit:
+                return d
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, refusing what is not a regular file (a device such as
+    /dev/zero, a fifo) or is larger than ``limit`` bytes, before reading it."""
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        info = path.stat()
     except OSError as e:
         raise DeltaLoadError(f"cannot read {path}: {e.strerror or e}") from e
+    if not stat.S_ISREG(info.st_mode):
+        raise DeltaLoadError(f"{path} is not a regular file; a {what} must be one")
+    if info.st_size > limit:
+        raise DeltaLoadError(f"{path} is {info.st_size} bytes, more than a {what} may be ({limit})")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DeltaLoadError(f"cannot read {path}: {e.strerror or e}") from e
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    raw = read_regular_file(path, MAX_META_BYTES, "delta.json")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise DeltaLoadError(f"{path}: nested too deeply to be a delta.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DeltaLoadError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(meta, dict):
         raise DeltaLoadError(f"{path}: expected a JSON object")
+    if json_depth(meta) > MAX_JSON_DEPTH:
+        raise DeltaLoadError(f"{path}: nested more than {MAX_JSON_DEPTH} levels deep")
+    for key, kinds in (
+        ("meta", (dict,)),
+        ("fingerprint", (dict, type(None))),
+        ("layer", (int, type(None))),
+        ("rank", (int, type(None))),
+        ("experts", (int, type(None))),
+        ("tensors_sha256", (str, type(None))),
+    ):
+        value = meta.get(key)
+        if key in meta and (not isinstance(value, kinds) or isinstance(value, bool)):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise DeltaLoadError(
+                f"{path}: key {key!r} should be {names}, got {type(value).__name__}"
+            )
     if meta.get("format") != FORMAT:
         raise DeltaLoadError(f"{path}: not a unisteer delta (format={meta.get('format')!r})")
     version = meta.get("format_version")
@@ -157,10 +212,7 @@ def load_delta(
     per_expert = meta.get("per_expert", True)
     if not isinstance(per_expert, bool):
         raise DeltaLoadError(f"{meta_path}: 'per_expert' must be true or false, got {per_expert!r}")
-    try:
-        blob = tensors_path.read_bytes()
-    except OSError as e:
-        raise DeltaLoadError(f"cannot read {tensors_path}: {e.strerror or e}") from e
+    blob = read_regular_file(tensors_path, MAX_TENSOR_BYTES, "delta.safetensors")
     expected_hash = meta.get("tensors_sha256")
     if expected_hash is not None and hashlib.sha256(blob).hexdigest() != expected_hash:
         raise DeltaLoadError(
@@ -199,6 +251,12 @@ def load_delta(
             raise DeltaLoadError(
                 f"{tensors_path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
                 f"{meta_path} says {shape}"
+            )
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t.float()).all()):
+            raise DeltaLoadError(
+                f"{tensors_path}: tensor {name!r} holds NaN or infinite values; the delta is "
+                "unusable (was its training diverging?)"
             )
     delta.load_tensors(tensors)
 

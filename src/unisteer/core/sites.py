@@ -170,13 +170,16 @@ def site_is_block_output(model: nn.Module, delta: Delta) -> bool:
 
 def _layer_index(blocks: nn.ModuleList, layer: int, path: str) -> int:
     n = len(blocks)
-    if not -n <= layer < n:
-        raise SiteError(f"layer {layer} is out of range: {path} has {n} blocks (0..{n - 1})")
-    return layer % n
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+        raise SiteError(
+            f"layer {layer!r} is out of range: {path} has {n} blocks, numbered 0..{n - 1} "
+            "(negative layers are not counted from the end)"
+        )
+    return layer
 
 
 def residual_site(model: nn.Module, layer: int) -> Site:
-    """The output of decoder block ``layer`` (negative indices count from the end)."""
+    """The output of decoder block ``layer`` (0-based)."""
     path, blocks = find_blocks(model)
     i = _layer_index(blocks, layer, path)
     d = hidden_size(model)

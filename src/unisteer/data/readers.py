@@ -254,14 +254,17 @@ def read_hf_dataset(
 ) -> PairSet:
     """A Hugging Face ``datasets`` dataset: a directory from ``save_to_disk``, or an id / path
     that ``datasets.load_dataset`` understands (offline, it must be in the local cache)."""
-    import datasets
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(
+            f"reading {name_or_path} needs the 'datasets' package: pip install datasets"
+        ) from None
 
     source = str(name_or_path)
     p = Path(source)
     try:
-        if p.is_dir() and (
-            (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()
-        ):
+        if p.is_dir() and _is_saved_dataset(p):
             ds = datasets.load_from_disk(source)
         else:
             ds = datasets.load_dataset(source, split=split)
@@ -282,6 +285,11 @@ def read_hf_dataset(
     )
 
 
+def _is_saved_dataset(p: Path) -> bool:
+    """Whether directory ``p`` was written by ``datasets``' ``save_to_disk``."""
+    return (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file()
+
+
 READERS = {
     ".jsonl": read_jsonl,
     ".ndjson": read_jsonl,
@@ -298,6 +306,12 @@ def read_pairs(
     """Read pairs from a file, choosing the reader by its suffix, or a saved HF dataset dir."""
     p = Path(path)
     if p.is_dir():
+        if not _is_saved_dataset(p):
+            raise DataError(
+                f"{p} is a directory, not a data file: give a .jsonl, .json, .csv or .parquet "
+                "file, or a directory written by datasets' save_to_disk (it holds "
+                "dataset_info.json or dataset_dict.json)"
+            )
         return read_hf_dataset(p, fields=fields, strict=strict)
     reader = READERS.get(p.suffix.lower())
     if reader is None:

@@ -178,12 +178,27 @@ def encode_pairs(
     *,
     include_suffix: bool = False,
     system_prompt: str | None = None,
+    max_tokens: int | None = None,
 ) -> list[tuple[Encoded, Encoded]]:
-    """:func:`encode_pair` for every pair: what the sweep, the trainer and DiffMean tokenise."""
-    return [
-        encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
-        for p in pairs
-    ]
+    """:func:`encode_pair` for every pair: what the sweep, the trainer and DiffMean tokenise.
+
+    ``max_tokens`` (the model's context window, see
+    :func:`unisteer.model.config.context_length`) bounds each sequence: a longer one is
+    refused with the pair's id, file and line before anything is allocated for it."""
+    out = []
+    for p in pairs:
+        enc = encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
+        longest = max(len(e.input_ids) for e in enc)
+        if max_tokens is not None and longest > max_tokens:
+            where = p.meta.get("source")
+            at = next((f" {u} {p.meta[u]}" for u in ("line", "row") if u in p.meta), "")
+            origin = f" ({where}{at})" if where else ""
+            raise DataError(
+                f"pair {p.id!r}{origin}: prompt and completion are {longest} tokens, more than "
+                f"the model's context window of {max_tokens}; shorten or drop the pair"
+            )
+        out.append(enc)
+    return out
 
 
 def pair_batch(

@@ -235,6 +235,25 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     _check_table(where, sweep, _SWEEP, "sweep")
     _check_table(where, fit, _FIT, "fit")
     _check_train(where, raw.get("train", {}), "train", None)
+    if "layer" in model and model["layer"] < 0:
+        raise where.error(
+            f"must be 0 or more, got {model['layer']} (layers are not counted from the end)",
+            "model",
+            "layer",
+        )
+    if "format" in data:
+        from unisteer.data.sources import FORMATS
+
+        if data["format"] not in FORMATS:
+            raise where.error(f"expected one of {', '.join(FORMATS)}", "data", "format")
+    if "output" in raw:
+        from unisteer.errors import UsageError
+        from unisteer.files import check_output_dir
+
+        try:
+            check_output_dir(raw["output"])
+        except UsageError as e:
+            raise where.error(str(e), "", "output") from None
     for key in ("train_pairs", "test_pairs", "sweep_train_pairs"):
         if key in data and data[key] < 1:
             raise where.error(f"must be at least 1, got {data[key]}", "data", key)
@@ -242,6 +261,10 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         raise where.error("must be in (0, 1)", "data", "test_fraction")
     if sweep.get("points", 21) < 7:
         raise where.error("the fits need at least 7 points", "sweep", "points")
+    from unisteer.scoring.grid import MAX_POINTS
+
+    if sweep.get("points", 21) > MAX_POINTS:
+        raise where.error(f"at most {MAX_POINTS} points", "sweep", "points")
     if sweep.get("reduction", "sum") not in ("sum", "mean"):
         raise where.error("expected 'sum' or 'mean'", "sweep", "reduction")
     if sweep.get("positions", "all") not in ("all", "prompt", "completion"):

@@ -39,7 +39,7 @@ from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
 from unisteer.experiment.config import Experiment, MethodSpec
 from unisteer.experiment.stages import Stage, digest
-from unisteer.files import write_json_atomic, write_text_atomic
+from unisteer.files import OutputLock, check_output_dir, write_json_atomic, write_text_atomic
 from unisteer.fit import FitError
 from unisteer.model.load import load_model
 from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
@@ -331,11 +331,23 @@ def run_experiment(
 
     Returns the results; ``results.json`` holds their ``to_dict()``.
     """
+    out_dir = check_output_dir(out if out is not None else exp.output)
+    # One process per output folder: a second run on it is refused, never mixed in.
+    with OutputLock(out_dir):
+        return _run_locked(exp, out_dir, model, tokenizer, progress, log)
+
+
+def _run_locked(
+    exp: Experiment,
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    log: Log,
+) -> ExperimentResults:
     from unisteer.report.html import write_report
 
     started = time.perf_counter()
-    out_dir = Path(out if out is not None else exp.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(exp.seed)
     np.random.seed(exp.seed)
     t = time.perf_counter()

@@ -51,6 +51,13 @@ def widths(model: nn.Module) -> tuple[int, int, int]:
     return d, d_ff, heads
 
 
+def context_length(model: nn.Module) -> int | None:
+    """The longest sequence the model's positions allow: ``max_position_embeddings`` or
+    ``n_positions`` (GPT-2); ``None`` when the config names neither (ALiBi models such as
+    Bloom have no fixed limit)."""
+    return _int_field(model, "max_position_embeddings") or _int_field(model, "n_positions")
+
+
 def logit_softcap(model: nn.Module) -> float | None:
     """``final_logit_softcapping`` (Gemma 2: logits = cap·tanh(logits / cap)), or ``None``."""
     cap = getattr(text_config(model), "final_logit_softcapping", None)

@@ -6,10 +6,16 @@ import math
 
 import numpy as np
 
+#: The most multipliers one grid may hold (each is a full pass over the pairs' replayed blocks).
+MAX_POINTS = 1001
+
 
 def parse_grid(text: str) -> list[float]:
-    """``"lo:hi:n"`` (n evenly spaced points, both ends included) or ``"a,b,c"``."""
+    """``"lo:hi:n"`` (n evenly spaced points, both ends included) or ``"a,b,c"``; at most
+    ``MAX_POINTS`` points."""
     s = text.strip()
+    if len(s) > 100_000:
+        raise ValueError(f"the multiplier grid is {len(s)} characters long; give LO:HI:N")
     try:
         if ":" in s:
             parts = s.split(":")
@@ -18,9 +24,15 @@ def parse_grid(text: str) -> list[float]:
             lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
             if n < 1 or (n == 1 and lo != hi):
                 raise ValueError
+            if n > MAX_POINTS:
+                raise OverflowError
             values = np.linspace(lo, hi, n).tolist()
         else:
             values = [float(x) for x in s.split(",") if x.strip()]
+    except OverflowError:
+        raise ValueError(
+            f"the multiplier grid {text!r} has more than {MAX_POINTS} points"
+        ) from None
     except ValueError:
         raise ValueError(
             f"cannot read the multiplier grid {text!r}: use LO:HI:N (e.g. -4:4:21) or a "
@@ -28,6 +40,8 @@ def parse_grid(text: str) -> list[float]:
         ) from None
     if not values or not all(math.isfinite(v) for v in values):
         raise ValueError(f"the multiplier grid {text!r} is empty or not finite")
+    if len(values) > MAX_POINTS:
+        raise ValueError(f"the multiplier grid has {len(values)} points, more than {MAX_POINTS}")
     # Snap the centre of symmetric grids to an exact 0 (linspace can give 1e-16).
     return [0.0 if abs(v) < 1e-12 * max(1.0, max(abs(x) for x in values)) else v for v in values]
 

@@ -43,7 +43,7 @@ from unisteer.core.sites import block_index_of, site_is_block_output
 from unisteer.core.steer import steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
-from unisteer.model.config import vocab_size, widths
+from unisteer.model.config import context_length, vocab_size, widths
 from unisteer.replay.base import ReplayInput, Runner
 from unisteer.replay.check import batching_spread, exact_runner
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
@@ -183,7 +183,11 @@ def sweep(
     if delta is None and any(m != 0.0 for m in grid):
         raise ValueError("without a delta, every m must be 0")
     encoded = encode_pairs(
-        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+        tokenizer,
+        pairs,
+        include_suffix=include_suffix,
+        system_prompt=system_prompt,
+        max_tokens=context_length(model),
     )
     pad = pad_id(tokenizer)
     buckets = length_buckets(

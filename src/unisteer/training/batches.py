@@ -32,6 +32,7 @@ from unisteer.core.sites import block_index_of
 from unisteer.core.steer import Op, steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
+from unisteer.model.config import context_length
 from unisteer.replay.base import ReplayInput
 from unisteer.replay.check import (
     CHECK_MS,
@@ -141,7 +142,11 @@ def prepare(
         return hit
     pad = pad_id(tokenizer)
     encoded = encode_pairs(
-        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+        tokenizer,
+        pairs,
+        include_suffix=include_suffix,
+        system_prompt=system_prompt,
+        max_tokens=context_length(model),
     )
     runner = StackedRunner(model, layer)
     out: list[TrainBatch] = []

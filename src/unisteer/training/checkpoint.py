@@ -84,6 +84,38 @@ def has_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / STATE).is_file()
 
 
+#: The keys of ``checkpoint.json`` and their types.
+_STATE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "micro": int,
+    "step": int,
+    "history": list,
+    "validation": list,
+    "config": dict,
+    "tensors_sha256": str,
+}
+
+
+def _check_state(state: Any, path: Path) -> None:
+    """``checkpoint.json`` has every key with its type (non-negative counters), or a
+    :class:`CheckpointError` names the key."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    for key, typ in _STATE_KEYS.items():
+        if key not in state:
+            raise CheckpointError(
+                f"{path}: missing key {key!r}; delete the checkpoint folder to start over"
+            )
+        value = state[key]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise CheckpointError(
+                f"{path}: key {key!r} should be {getattr(typ, '__name__', typ)}, got "
+                f"{type(value).__name__}; delete the checkpoint folder to start over"
+            )
+        if typ is int and isinstance(value, int) and value < 0:
+            raise CheckpointError(f"{path}: key {key!r} is negative ({value})")
+
+
 def load_checkpoint(
     directory: str | Path,
     delta: Delta,
@@ -96,10 +128,11 @@ def load_checkpoint(
     """
     d = Path(directory)
     try:
-        state = json.loads((d / STATE).read_text())
+        state = json.loads((d / STATE).read_text(encoding="utf-8"))
         blob = (d / TENSORS).read_bytes()
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CheckpointError(f"cannot read the checkpoint in {d}: {e}") from e
+    _check_state(state, d / STATE)
     if hashlib.sha256(blob).hexdigest() != state.get("tensors_sha256"):
         raise CheckpointError(
             f"{d / TENSORS} does not match {d / STATE} (a save was interrupted?); delete the "
@@ -113,8 +146,20 @@ def load_checkpoint(
             f"the checkpoint in {d} was made with other settings ({detail}); resume with the "
             "same settings, or use another output folder"
         )
-    tensors = load(blob)
+    try:
+        tensors = load(blob)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise CheckpointError(f"{d / TENSORS} is not a valid safetensors file: {e}") from e
+    missing = [f"delta.{n}" for n in delta.tensors() if f"delta.{n}" not in tensors]
+    if missing:
+        raise CheckpointError(f"{d / TENSORS} lacks {', '.join(missing)}; delete the checkpoint")
     own = {name: tensors[f"delta.{name}"] for name in delta.tensors()}
+    for name, t in own.items():
+        if tuple(t.shape) != tuple(delta.tensors()[name].shape):
+            raise CheckpointError(
+                f"{d / TENSORS}: delta.{name} has shape {tuple(t.shape)}, the delta "
+                f"{tuple(delta.tensors()[name].shape)}; delete the checkpoint to start over"
+            )
     delta.load_tensors(own)
     params = list(delta.parameters())
     for i, p in enumerate(params):

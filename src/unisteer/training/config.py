@@ -14,6 +14,7 @@ completion length) unless you also pass ``split_form="minibatch"`` or
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +61,7 @@ class TrainConfig:
     checkpoint_every: int = field(default=50, compare=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks: list[tuple[bool, str]] = [
             (self.lr is None or self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
@@ -84,6 +86,31 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def _check_types(self) -> None:
+        """Each value has its field's type (an int where an int is meant: ``epochs = 1.5`` or
+        ``"one"`` is refused here, not deep inside training)."""
+        ints = {"epochs", "batch_size", "grad_accum", "rank", "seed", "checkpoint_every"}
+        floats = {"max_grad_norm", "lambda_p", "lambda_n", "gamma", "theta"}
+        optional_floats = {"lr", "init_std"}
+        bools = {"bidirectional", "include_suffix"}
+
+        def number(v: object) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+        for name in ints:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+        for name in floats | optional_floats:
+            v = getattr(self, name)
+            if not (number(v) or (v is None and name in optional_floats)):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        for name in bools:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.multipliers is not None and not all(number(m) for m in self.multipliers):
+            raise ValueError(f"multipliers must be finite numbers, got {self.multipliers!r}")
 
     def learning_rate(self, kind: Kind) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[kind]

@@ -22,6 +22,7 @@ from unisteer.core.delta import Delta
 from unisteer.core.steer import record_outputs
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import encode_pairs, pad_id, pair_batch
+from unisteer.model.config import context_length
 from unisteer.scoring.grid import symmetric_grid
 
 
@@ -45,7 +46,11 @@ def diffmean(
     delta = new_delta(model, "vector", layer, site=site, tokenizer=tokenizer)
     pad = pad_id(tokenizer)
     encoded = encode_pairs(
-        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt
+        tokenizer,
+        pairs,
+        include_suffix=include_suffix,
+        system_prompt=system_prompt,
+        max_tokens=context_length(model),
     )
     total = torch.zeros(delta.d_out, dtype=torch.float64)
     norms: list[torch.Tensor] = []

@@ -1,0 +1,266 @@
+"""Bad input gets one clear ``unisteer: error:`` line (exit 2) before any work starts; a bug
+gets one line naming a log file (exit 1); two processes never share an output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import unisteer.model.load as load_module
+from unisteer import DeltaLoadError, SiteError, load_delta, new_delta, save_delta
+from unisteer.cli import main
+from unisteer.errors import UsageError
+from unisteer.files import OutputLock, check_output_dir
+from unisteer.training.checkpoint import (
+    CheckpointError,
+    LoopState,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+from conftest import make_delta
+from tiny_models import tiny_model
+
+PAIRS = '{"query": "Hi?", "positive": "Hello there.", "negative": "Go away."}\n'
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a command loads a model: its input should be refused first."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(load_module, "load_model", refuse)
+
+
+def error_of(capsys: pytest.CaptureFixture[str], argv: list[str], status: int = 2) -> str:
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert err.startswith("unisteer: error: ") and "Traceback" not in err
+    return err
+
+
+def test_a_directory_is_not_a_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for d in (tmp_path / "plain", tmp_path / "x.jsonl"):
+        d.mkdir()
+        err = error_of(capsys, ["data", "inspect", str(d)])
+        assert "is a directory, not a data file" in err and str(d) in err
+
+
+def test_outputs_that_are_files_are_refused_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_model: None
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(PAIRS)
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    for out in (afile, afile / "below"):
+        err = error_of(capsys, ["train", "--data", str(data), "--out", str(out)])
+        assert "a file, not a folder" in err
+        err = error_of(
+            capsys, ["sweep", "--delta", str(tmp_path), "--data", str(data), "--out", str(out)]
+        )
+        assert "a file, not a folder" in err
+    exp = tmp_path / "e.toml"
+    exp.write_text(f'output = "{afile}"\n[[method]]\nkind = "vector"\nobjective = "diffmean"\n')
+    err = error_of(capsys, ["run", str(exp)])
+    assert f"{exp}:1: output:" in err and "a file, not a folder" in err
+
+
+@pytest.mark.parametrize(
+    ("line", "wanted"),
+    [
+        ("epochs = 1.5", "epochs must be an integer, got 1.5"),
+        ('epochs = "one"', "epochs must be an integer, got 'one'"),
+        ("lr = nan", "lr must be a finite number"),
+    ],
+)
+def test_training_values_are_typed_at_parse_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_model: None, line: str, wanted: str
+) -> None:
+    exp = tmp_path / "e.toml"
+    exp.write_text(f'[train]\n{line}\n[[method]]\nkind = "vector"\nobjective = "sft"\n')
+    err = error_of(capsys, ["run", str(exp)])
+    assert f"{exp}:2: train." in err and wanted in err
+
+
+def test_layers_and_formats_are_checked_at_parse_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_model: None
+) -> None:
+    exp = tmp_path / "e.toml"
+    method = '[[method]]\nkind = "vector"\nobjective = "sft"\n'
+    exp.write_text("[model]\nlayer = -1\n" + method)
+    assert "not counted from the end" in error_of(capsys, ["run", str(exp)])
+    exp.write_text('[data]\nformat = "jsonl"\n' + method)
+    assert "data.format: expected one of" in error_of(capsys, ["run", str(exp)])
+    data = tmp_path / "d.jsonl"
+    data.write_text(PAIRS)
+    err = error_of(
+        capsys, ["train", "--data", str(data), "--out", str(tmp_path / "o"), "--layer", "-5"]
+    )
+    assert "--layer: must be 0 or more" in err
+    with pytest.raises(SiteError, match="not counted from the end"):
+        new_delta(tiny_model("llama"), "vector", -1)
+
+
+def test_huge_or_bad_grids_are_refused_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_model: None
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(PAIRS)
+    base = ["sweep", "--delta", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "o")]
+    assert "more than 1001 points" in error_of(capsys, [*base, "--ms", "-4:4:50000000"])
+    assert "cannot read the multiplier grid" in error_of(capsys, [*base, "--ms", "a:b"])
+
+
+def _saved(tmp_path: Path) -> Path:
+    model = tiny_model("llama")
+    return save_delta(make_delta(model, "vector"), tmp_path / "d")
+
+
+@pytest.mark.parametrize(
+    ("change", "wanted"),
+    [
+        ({"fingerprint": "abc"}, "'fingerprint' should be dict or null, got str"),
+        ({"meta": [1, 2]}, "'meta' should be dict, got list"),
+        ({"layer": "3"}, "'layer' should be int or null, got str"),
+    ],
+)
+def test_delta_json_is_checked_key_by_key(
+    tmp_path: Path, change: dict[str, Any], wanted: str
+) -> None:
+    d = _saved(tmp_path)
+    meta = json.loads((d / "delta.json").read_text())
+    meta.update(change)
+    (d / "delta.json").write_text(json.dumps(meta))
+    with pytest.raises(DeltaLoadError, match=wanted):
+        load_delta(d)
+
+
+def test_deep_huge_or_special_delta_files_are_refused(tmp_path: Path) -> None:
+    d = _saved(tmp_path)
+    text = (d / "delta.json").read_text()
+    (d / "delta.json").write_text(text[:-2] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(DeltaLoadError, match="nested"):
+        load_delta(d)
+    d2 = _saved(tmp_path / "b")
+    (d2 / "delta.safetensors").unlink()
+    os.symlink("/dev/zero", d2 / "delta.safetensors")
+    with pytest.raises(DeltaLoadError, match="not a regular file"):
+        load_delta(d2)
+
+
+def test_a_delta_with_nan_is_refused(tmp_path: Path) -> None:
+    model = tiny_model("llama")
+    delta = make_delta(model, "vector")
+    with torch.no_grad():
+        delta.bias_[3] = float("nan")
+    with pytest.raises(DeltaLoadError, match="NaN or infinite"):
+        load_delta(save_delta(delta, tmp_path / "d"))
+
+
+def test_a_checkpoint_missing_a_key_names_it(tmp_path: Path) -> None:
+    delta = make_delta(tiny_model("llama"), "vector")
+    opt = torch.optim.Adam(delta.parameters())
+    out = save_checkpoint(tmp_path / "c", delta, opt, LoopState(), {"lr": 0.1})
+    state = json.loads((out / "checkpoint.json").read_text())
+    del state["epoch"]
+    (out / "checkpoint.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="missing key 'epoch'"):
+        load_checkpoint(out, delta, opt, {"lr": 0.1})
+    state["epoch"] = "two"
+    (out / "checkpoint.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="'epoch' should be int"):
+        load_checkpoint(out, delta, opt, {"lr": 0.1})
+
+
+def test_an_internal_error_names_its_log_and_debug_shows_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    import unisteer.cli as cli
+
+    def bug(args: Any) -> int:
+        raise ZeroDivisionError("a bug")
+
+    def parser() -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        p.add_argument("--debug", action="store_true")
+        p.set_defaults(func=bug)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("unisteer: internal error (ZeroDivisionError: a bug)")
+    log = Path(err.split("the traceback is in ")[1].split(". ")[0])
+    assert "Traceback" in log.read_text() and "ZeroDivisionError" in log.read_text()
+    log.unlink()
+    with pytest.raises(ZeroDivisionError):
+        main(["--debug"])
+
+
+def test_an_output_folder_is_held_by_one_process(tmp_path: Path) -> None:
+    """A second process on the same output folder is refused at once, naming the holder; the
+    lock goes with the holder, also when it is killed."""
+    folder = tmp_path / "out"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from unisteer.files import OutputLock
+                with OutputLock({str(folder)!r}):
+                    print("held", flush=True)
+                    time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(
+                UsageError, match=rf"in use by another unisteer process \(pid {holder.pid}\)"
+            ),
+            OutputLock(folder),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with OutputLock(folder), OutputLock(folder):  # free again; re-entrant within a process
+        pass
+    with pytest.raises(UsageError):
+        check_output_dir(folder / ".unisteer.lock" / "x")
+
+
+def test_a_pair_longer_than_the_context_window_is_refused_with_its_line(tmp_path: Path) -> None:
+    from unisteer import load_pairs, sweep
+    from unisteer.errors import DataError
+
+    from tiny_tokenizers import CHATML, word_tokenizer
+
+    data = tmp_path / "d.jsonl"
+    long = " ".join(["blue"] * 300)  # 300 tokens > the tiny models' 128 positions
+    data.write_text(PAIRS + json.dumps({"query": "Hi?", "positive": long, "negative": "no"}) + "\n")
+    pairs = list(load_pairs(data))
+    model = tiny_model("llama")
+    tok = word_tokenizer(chat_template=CHATML)
+    with pytest.raises(DataError, match=rf"{data} line 2\): prompt and completion are \d+ tokens"):
+        sweep(model, tok, pairs, make_delta(model, "vector"), [0.0, 1.0], progress=False)
+    sweep(model, tok, pairs[:1], make_delta(model, "vector"), [0.0, 1.0], progress=False)
