@@ -86,7 +86,8 @@ def test_default_model_loads_and_answers(default_model: tuple[Any, Any]) -> None
         out = model.generate(**enc, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, enc["input_ids"].shape[1] :])
     marker = cache_root() / "models" / "smollm2-135m-instruct" / "unisteer-cache.json"
-    assert json.loads(marker.read_text())["files"]["model.safetensors"] > 500_000_000
+    entry = json.loads(marker.read_text())["files"]["model.safetensors"]
+    assert entry["size"] > 500_000_000 and len(entry["sha256"]) == 64
 
 
 @pytest.mark.slow
@@ -100,10 +101,12 @@ def test_corrupt_cache_is_rebuilt(
     assert cache_problem(cache, source) is None
     weights = cache / "model.safetensors"
     size = weights.stat().st_size
-    # Same size, garbage header: passes the cheap check, fails to load, gets rebuilt.
+    # 1 MB zeroed in the middle, same size: caught by the content hash, rebuilt.
     with weights.open("r+b") as f:
-        f.write(b"\xff" * 64)
+        f.seek(size // 2)
+        f.write(b"\0" * (1 << 20))
     assert weights.stat().st_size == size
+    assert "SHA-256" in str(cache_problem(cache, source))
     ids = torch.tensor([[1, 2, 3, 4]])
     with caplog.at_level("WARNING"):
         rebuilt, _ = load_model(cache_dir=tmp_path)

@@ -94,7 +94,13 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         pairs = pick_split(pairs, "train")
     val = None
     if args.val_fraction > 0 and args.objective != "diffmean":
-        pairs, val = pairs.split(test_size=max(1, round(args.val_fraction * len(pairs))), seed=0)
+        held = max(1, round(args.val_fraction * len(pairs)))
+        if len(pairs) - held < 1:
+            raise UsageError(
+                f"{args.data} has {len(pairs)} training pair(s): too few to hold out a "
+                "validation split; add pairs or pass --val-fraction 0"
+            )
+        pairs, val = pairs.split(test_size=held, seed=0)
     hparams = {
         "lr": args.lr,
         "epochs": args.epochs,

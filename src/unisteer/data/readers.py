@@ -72,7 +72,9 @@ def pairs_from_rows(
     def problem(line: int, field: str | None, message: str) -> None:
         log.report(Problem(source, line, field, message, unit))
 
+    seen_any = False
     for line, row in rows:
+        seen_any = True
         if isinstance(row, Problem):
             log.report(row)
             continue
@@ -130,6 +132,8 @@ def pairs_from_rows(
         seen_keys[key] = line
         seen_ids[pair_id] = line
         pairs.append(PolarityPair(**values, id=pair_id, meta=meta))
+    if not seen_any and strict:
+        raise DataError(f"{source}: no pairs (the file holds no {unit}s)")
     return PairSet(pairs, name=Path(source).stem, problems=log.problems)
 
 

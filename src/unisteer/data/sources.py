@@ -24,7 +24,7 @@ def _sniff(path: Path) -> str:
     if path.suffix.lower() not in (".json", ".jsonl"):
         return "pairs"
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8", errors="replace") as f:  # the reader reports bad bytes
             head = f.read(65536)
     except OSError:
         return "pairs"  # the reader reports the error with the file name

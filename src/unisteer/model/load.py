@@ -9,6 +9,7 @@ load is rebuilt from the GGUF file.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import json
 import logging
@@ -29,7 +30,7 @@ from unisteer.model import DEFAULT_MODEL
 log = logging.getLogger(__name__)
 
 _MARKER = "unisteer-cache.json"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: files listed with their size and SHA-256
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def cache_problem(cache_dir: Path, source: Path) -> str | None:
     """Why the float32 cache ``cache_dir`` of a built-in model converted from the GGUF file
     ``source`` cannot be used (``"missing"``, or what is wrong with it), or ``None`` if it looks
     complete: the marker file names this cache format and ``source``'s size, and every file it
-    lists is there with its recorded size. A cheap check: it reads no weights."""
+    lists is there with its recorded size and SHA-256 (the content, not only the size: a file
+    damaged in place is caught; hashing the 540 MB of weights takes about a second)."""
     if not cache_dir.exists():
         return "missing"
     marker = _read_marker(cache_dir)
@@ -109,11 +111,24 @@ def cache_problem(cache_dir: Path, source: Path) -> str | None:
     files = marker.get("files", {})
     if not isinstance(files, dict) or not files:
         return "its file list is empty"
-    for name, size in files.items():
+    for name, entry in files.items():
         f = cache_dir / name
-        if not f.is_file() or f.stat().st_size != size:
+        if not isinstance(entry, dict):
+            return f"{cache_dir / _MARKER} lists {name} without its size and hash"
+        if not f.is_file() or f.stat().st_size != entry.get("size"):
             return f"{f} is missing or has the wrong size"
+        if file_sha256(f) != entry.get("sha256"):
+            return f"{f} does not match its recorded SHA-256 (damaged in place?)"
     return None
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _build_cache(name: str, source: Path, cache_dir: Path) -> None:
@@ -134,7 +149,11 @@ def _build_cache(name: str, source: Path, cache_dir: Path) -> None:
     try:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        files = {f.name: f.stat().st_size for f in tmp.iterdir() if f.is_file()}
+        files = {
+            f.name: {"size": f.stat().st_size, "sha256": file_sha256(f)}
+            for f in tmp.iterdir()
+            if f.is_file()
+        }
         marker = {
             "format": _CACHE_FORMAT,
             "model": name,
