@@ -398,3 +398,69 @@ def test_a_capture_that_fails_falls_back_to_naive_training(
     assert runner is None and all(b.capture is None for b in batches)
     assert "using the naive path" in caplog.text
     assert torch.isfinite(batches[0].ref_logp).all()
+
+
+def test_interrupt_during_validation_resumes_with_that_validation(
+    tok: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_model("llama")
+    pairs, val = random_pairs(8), random_pairs(3, seed=9)
+    kw: dict[str, Any] = {
+        "kind": "vector", "objective": "sft", "layer": 1, "epochs": 2, "batch_size": 2,
+        "val_pairs": val, "progress": False,
+    }  # fmt: skip
+    whole = train(model, tok, pairs, **kw)
+    real = train_module._validate
+    calls = {"n": 0}
+
+    def interrupted(*args: Any, **kwargs: Any) -> float:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, tok, pairs, checkpoint_dir=tmp_path, **kw)
+    resumed = train(model, tok, pairs, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert resumed.meta["validation"] == whole.meta["validation"]
+    assert len(resumed.meta["validation"]) == 2
+    for p, q in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_ctrl_c_just_after_an_optimiser_step_is_held_until_the_step_is_recorded(
+    tok: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGINT right after ``optimizer.step()`` is delivered only once the step counter
+    and history record it: the checkpoint then holds step k with step k's parameters, and the
+    resumed run equals an uninterrupted one."""
+    import os
+    import signal
+
+    model = tiny_model("llama")
+    pairs = random_pairs(8)
+    kw: dict[str, Any] = {
+        "kind": "lora", "objective": "sft", "layer": 1, "epochs": 2, "batch_size": 2,
+        "progress": False,
+    }  # fmt: skip
+    whole = train(model, tok, pairs, **kw)
+    real = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step_then_sigint(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        train(model, tok, pairs, checkpoint_dir=tmp_path, **kw)
+    state = __import__("json").loads((tmp_path / "checkpoint.json").read_text())
+    assert state["step"] == 3 and len(state["history"]) == 3
+    monkeypatch.setattr(torch.optim.AdamW, "step", real)
+    resumed = train(model, tok, pairs, checkpoint_dir=tmp_path, resume=True, **kw)
+    for p, q in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)

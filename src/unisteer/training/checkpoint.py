@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +86,27 @@ def save_checkpoint(
 
 def has_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / STATE).is_file()
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back until the block ends, then raise ``KeyboardInterrupt``.
+
+    The trainer runs an optimiser step together with the loop counters that record it, and a
+    checkpoint's two files, inside this block, so an interrupt can never leave a checkpoint
+    saying step k with the parameters of step k + 1. Only in the main thread (the only one
+    Python delivers signals to); elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 #: The keys of ``checkpoint.json`` and their types.

@@ -37,7 +37,13 @@ from unisteer.errors import UnisteerError
 from unisteer.replay.stacked import StackedRunner
 from unisteer.scoring.grid import symmetric_grid
 from unisteer.training.batches import Method, PrepareCache, TrainBatch, prepare, row_scores
-from unisteer.training.checkpoint import LoopState, has_checkpoint, load_checkpoint, save_checkpoint
+from unisteer.training.checkpoint import (
+    LoopState,
+    deferred_interrupt,
+    has_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from unisteer.training.config import TrainConfig, make_config
 from unisteer.training.objectives import Objective, diffmean, make_objective
 
@@ -317,7 +323,8 @@ def _run(
 
     def checkpoint() -> None:
         if checkpoint_dir is not None:
-            save_checkpoint(checkpoint_dir, delta, optimizer, loop, identity)
+            with deferred_interrupt():  # both files, or neither
+                save_checkpoint(checkpoint_dir, delta, optimizer, loop, identity)
 
     done_micro = loop.epoch * n_micro + loop.micro
     bar = tqdm(
@@ -357,33 +364,38 @@ def _run(
                     _diverged(
                         delta, previous, f"the gradient norm is {float(norm)}", epoch, loop, 1
                     )
-                previous = [p.detach().clone() for p in params]
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                if not _finite(params):
-                    _diverged(delta, previous, "a parameter became non-finite", epoch, loop, 0)
-                loop.step += 1
-                loop.micro = i + 1
-                loop.history.append(
-                    {
-                        "step": loop.step,
-                        "epoch": epoch,
-                        "loss": sum(group_losses) / len(group_losses),
-                        "lr": lr,
-                        "grad_norm": float(norm),
-                    }
-                )
+                # The step and the counters recording it happen together (see
+                # deferred_interrupt), so a checkpoint never pairs step k with step k + 1.
+                with deferred_interrupt():
+                    previous = [p.detach().clone() for p in params]
+                    lr = optimizer.param_groups[0]["lr"]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if not _finite(params):
+                        _diverged(delta, previous, "a parameter became non-finite", epoch, loop, 0)
+                    loop.step += 1
+                    loop.micro = i + 1
+                    loop.history.append(
+                        {
+                            "step": loop.step,
+                            "epoch": epoch,
+                            "loss": sum(group_losses) / len(group_losses),
+                            "lr": lr,
+                            "grad_norm": float(norm),
+                        }
+                    )
                 group_losses = []
                 bar.set_postfix(loss=f"{loop.history[-1]['loss']:.4f}")
                 if loop.step % config.checkpoint_every == 0:
                     checkpoint()
-            loop.epoch, loop.micro = epoch + 1, 0
+            # The epoch counts as done only after its validation: a run interrupted while
+            # validating resumes at (epoch, last micro-batch) and validates again.
             if val_batches:
                 val = _validate(model, obj, val_batches, delta, grid, runner, config)
                 loop.validation.append({"epoch": epoch, "step": loop.step, "loss": val})
                 bar.set_postfix(loss=f"{loop.history[-1]['loss']:.4f}", val=f"{val:.4f}")
+            loop.epoch, loop.micro = epoch + 1, 0
             checkpoint()
     except KeyboardInterrupt:
         # The parameters are those after the last optimiser step and ``loop`` points at the
