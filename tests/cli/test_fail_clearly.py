@@ -264,3 +264,19 @@ def test_a_pair_longer_than_the_context_window_is_refused_with_its_line(tmp_path
     with pytest.raises(DataError, match=rf"{data} line 2\): prompt and completion are \d+ tokens"):
         sweep(model, tok, pairs, make_delta(model, "vector"), [0.0, 1.0], progress=False)
     sweep(model, tok, pairs[:1], make_delta(model, "vector"), [0.0, 1.0], progress=False)
+
+
+def test_empty_binary_and_one_pair_files_say_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_model: None
+) -> None:
+    empty, binary, one = tmp_path / "e.jsonl", tmp_path / "b.jsonl", tmp_path / "o.jsonl"
+    empty.write_text("")
+    binary.write_bytes(b'{"query": "a"}\n\xff\xfe garbage\n')
+    one.write_text(PAIRS)
+    out = str(tmp_path / "out")
+    assert "no pairs" in error_of(
+        capsys, ["train", "--data", str(empty), "--out", out]
+    )
+    assert f"{binary}:2: not valid UTF-8" in error_of(capsys, ["data", "inspect", str(binary)])
+    err = error_of(capsys, ["train", "--data", str(one), "--out", out])
+    assert "has 1 training pair(s): too few to hold out a validation split" in err

@@ -88,10 +88,11 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     from unisteer.model.load import load_model
     from unisteer.training.trainer import TrainingDiverged, train
 
-    model, tokenizer = load_model(args.model)
-    pairs = load_source(args, args.data)
+    pairs = load_source(args, args.data)  # data problems are reported before the model loads
     if args.split == "train" or (args.split == "auto" and pairs.has_fixed_split()):
         pairs = pick_split(pairs, "train")
+    if not len(pairs):
+        raise UsageError(f"{args.data}: no pairs to train on")
     val = None
     if args.val_fraction > 0 and args.objective != "diffmean":
         held = max(1, round(args.val_fraction * len(pairs)))
@@ -101,6 +102,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
                 "validation split; add pairs or pass --val-fraction 0"
             )
         pairs, val = pairs.split(test_size=held, seed=0)
+    model, tokenizer = load_model(args.model)
     hparams = {
         "lr": args.lr,
         "epochs": args.epochs,
