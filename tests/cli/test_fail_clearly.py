@@ -274,9 +274,7 @@ def test_empty_binary_and_one_pair_files_say_why(
     binary.write_bytes(b'{"query": "a"}\n\xff\xfe garbage\n')
     one.write_text(PAIRS)
     out = str(tmp_path / "out")
-    assert "no pairs" in error_of(
-        capsys, ["train", "--data", str(empty), "--out", out]
-    )
+    assert "no pairs" in error_of(capsys, ["train", "--data", str(empty), "--out", out])
     assert f"{binary}:2: not valid UTF-8" in error_of(capsys, ["data", "inspect", str(binary)])
     err = error_of(capsys, ["train", "--data", str(one), "--out", out])
     assert "has 1 training pair(s): too few to hold out a validation split" in err
