@@ -109,16 +109,7 @@ CONFIGS: dict[str, Callable[[], Any]] = {
         bias=True,
         **SPECIAL,
     ),
-    "phi": lambda: PhiConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=80,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        partial_rotary_factor=0.5,
-        **SPECIAL,
-    ),
+    "phi": lambda: _llama_like(PhiConfig, partial_rotary_factor=0.5),
     "bloom": lambda: BloomConfig(
         vocab_size=VOCAB, hidden_size=HIDDEN, n_layer=LAYERS, n_head=4, **SPECIAL
     ),

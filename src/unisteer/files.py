@@ -1,5 +1,6 @@
-"""Writing result files: atomically (a crash never leaves half a file behind) and as plain
-JSON (numpy values unwrapped, non-finite floats as ``null``)."""
+"""Writing results: files atomically (a crash never leaves half a file behind) and as plain
+JSON (numpy values unwrapped, non-finite floats as ``null``), into output folders checked
+before any work starts and held by one process at a time (:class:`OutputLock`)."""
 
 from __future__ import annotations
 

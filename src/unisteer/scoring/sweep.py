@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -45,7 +44,7 @@ from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length, vocab_size, widths
 from unisteer.replay.base import ReplayInput, Runner
-from unisteer.replay.check import batching_spread, exact_runner
+from unisteer.replay.check import batching_spread, exact_runner, ordinary_nll
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
 from unisteer.replay.prefix import PrefixRunner
 from unisteer.replay.recorder import HEAD_CHUNK, Recorder
@@ -95,18 +94,12 @@ def naive_losses(
     m: float | Tensor,
     positions: Positions = "all",
 ) -> Tensor:
-    """One hooked full forward pass; the NLL sum of each row's completion. The reference path."""
-    predicts, targets = completion_targets(batch)
-    with torch.no_grad():
-        if delta is None:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        else:
-            with steer(model, delta, m=m, positions=positions, prompt_length=batch.prompt_lengths):
-                logits = model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                ).logits
-    logp = token_logprobs(logits[predicts], targets)
-    return row_nll(logp, predicts)
+    """One hooked full forward pass; the NLL sum of each row's completion. The reference path
+    (:func:`unisteer.replay.check.ordinary_nll` under the delta)."""
+    if delta is None:
+        return ordinary_nll(model, batch)
+    with steer(model, delta, m=m, positions=positions, prompt_length=batch.prompt_lengths):
+        return ordinary_nll(model, batch)
 
 
 def _fast_runner(
