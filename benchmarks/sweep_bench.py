@@ -32,12 +32,12 @@ import unisteer
 from unisteer.core.sites import site_is_block_output
 from unisteer.data import default_split
 from unisteer.data.tokens import encode_pairs, pad_id, pair_batch
+from unisteer.model.memory import row_bytes
 from unisteer.replay.prefix import shared_start
 from unisteer.scoring.grid import symmetric_grid
 from unisteer.scoring.odds import pref_odds, util_odds
 from unisteer.scoring.sweep import (
     DEFAULT_MEMORY_BUDGET,
-    _row_bytes,
     length_buckets,
     naive_losses,
     sweep,
@@ -58,7 +58,7 @@ def matmul_gflops(n: int = 1536, repeats: int = 5) -> float:
 def naive_sweep(model, tok, pairs, delta, ms):  # type: ignore[no-untyped-def]
     encoded = encode_pairs(tok, pairs)
     buckets = length_buckets(
-        encoded, lambda w: DEFAULT_MEMORY_BUDGET // (2 * _row_bytes(model, w, w)), 16
+        encoded, lambda w: DEFAULT_MEMORY_BUDGET // (2 * row_bytes(model, w, w)), 16
     )
     loss = np.zeros((len(pairs), len(ms), 2))
     for indices in buckets:

@@ -249,21 +249,115 @@ def test_an_output_folder_is_held_by_one_process(tmp_path: Path) -> None:
         check_output_dir(folder / ".unisteer.lock" / "x")
 
 
+def _with_long_pair(tmp_path: Path, words: int) -> Path:
+    data = tmp_path / "d.jsonl"
+    long = " ".join(["blue"] * words)
+    rows = [PAIRS, json.dumps({"query": "Hi?", "positive": long, "negative": "no"}) + "\n"]
+    rows.append('{"query": "Is the sea blue?", "positive": "Yes.", "negative": "No."}\n')
+    data.write_text("".join(rows))
+    return data
+
+
 def test_a_pair_longer_than_the_context_window_is_refused_with_its_line(tmp_path: Path) -> None:
-    from unisteer import load_pairs, sweep
+    from unisteer import load_pairs, sweep, train
+    from unisteer.data.tokens import within_limit
     from unisteer.errors import DataError
 
     from tiny_tokenizers import CHATML, word_tokenizer
 
-    data = tmp_path / "d.jsonl"
-    long = " ".join(["blue"] * 300)  # 300 tokens > the tiny models' 128 positions
-    data.write_text(PAIRS + json.dumps({"query": "Hi?", "positive": long, "negative": "no"}) + "\n")
-    pairs = list(load_pairs(data))
+    data = _with_long_pair(tmp_path, 300)  # 300 tokens > the tiny models' 128 positions
+    pairs = load_pairs(data)
     model = tiny_model("llama")
     tok = word_tokenizer(chat_template=CHATML)
-    with pytest.raises(DataError, match=rf"{data} line 2\): prompt and completion are \d+ tokens"):
+    said = (
+        rf"{data}:2: pair 'd-2': prompt and completion are \d+ tokens, more than the limit of 128"
+    )
+    with pytest.raises(DataError, match=said):
         sweep(model, tok, pairs, make_delta(model, "vector"), [0.0, 1.0], progress=False)
-    sweep(model, tok, pairs[:1], make_delta(model, "vector"), [0.0, 1.0], progress=False)
+    with pytest.raises(DataError, match=said):
+        train(model, tok, pairs, kind="vector", objective="sft", layer=1, epochs=1)
+    with pytest.raises(DataError, match=said):
+        train(model, tok, pairs, kind="vector", objective="diffmean", layer=1)
+    # strict filtering says the same and how to skip; lenient filtering skips and records it
+    with pytest.raises(DataError, match=said + ".*--lenient"):
+        within_limit(tok, pairs, 128)
+    kept = within_limit(tok, pairs, 128, strict=False)
+    assert [p.id for p in kept] == ["d-1", "d-3"]
+    assert [str(x) for x in kept.problems] == [
+        f"{data}:2: pair 'd-2': prompt and completion are 307 tokens, more than the limit of "
+        "128; skipped"
+    ]
+    sweep(model, tok, kept, make_delta(model, "vector"), [0.0, 1.0], progress=False)
+    # a user's bound below the window
+    short = within_limit(tok, kept, 11, strict=False)
+    assert [p.id for p in short] == ["d-1"] and len(short.problems) == 2
+
+
+def test_a_pair_no_machine_could_hold_is_refused_before_anything_is_allocated(
+    tmp_path: Path,
+) -> None:
+    """Bloom (ALiBi) has no context window: only the memory check bounds it. The issue's
+    one-pair 5 MB file asked for a terabyte and died at 5 GB of RSS; now the longest pair's
+    estimate is compared with the memory free before any forward pass."""
+    import resource
+
+    from unisteer import load_pairs, sweep, train
+    from unisteer.errors import DataError
+
+    from tiny_tokenizers import CHATML, word_tokenizer
+
+    data = _with_long_pair(tmp_path, 400_000)  # 2 MB of text
+    pairs = load_pairs(data)
+    model = tiny_model("bloom")
+    tok = word_tokenizer(chat_template=CHATML)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    said = rf"{data}:2: pair 'd-2': {{}} its 400007 tokens needs about [\d,]+ MiB, more than the"
+    with pytest.raises(DataError, match=said.format("scoring")):
+        sweep(model, tok, pairs, make_delta(model, "vector"), [0.0, 1.0], progress=False)
+    with pytest.raises(DataError, match=said.format("training on")):
+        train(model, tok, pairs, kind="vector", objective="sft", layer=1, epochs=1)
+    with pytest.raises(DataError, match=said.format("DiffMean's forward pass over")):
+        train(model, tok, pairs, kind="vector", objective="diffmean", layer=1)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 1000, grown_mb
+    sweep(model, tok, pairs[::2], make_delta(model, "vector"), [0.0, 1.0], progress=False)
+
+
+def test_lenient_commands_skip_long_pairs_and_list_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from unisteer.data import PairSet
+
+    from tiny_pairs import random_pairs
+    from tiny_tokenizers import CHATML, word_tokenizer
+
+    model_dir = tmp_path / "m"
+    tiny_model("llama").save_pretrained(model_dir)
+    word_tokenizer(chat_template=CHATML).save_pretrained(model_dir)
+    capsys.readouterr()
+    data = PairSet(random_pairs(10, seed=1)).to_jsonl(tmp_path / "p.jsonl")
+    long = json.dumps({"query": "Hi?", "positive": " ".join(["sea"] * 300), "negative": "no"})
+    data.write_text(data.read_text() + long + "\nnot json\n")
+    common = ["--model", str(model_dir), "--data", str(data), "--layer", "1"]
+    out = tmp_path / "delta"
+    # strict (the default): the first bad line stops it, before the model loads
+    err = error_of(capsys, ["train", *common, "--out", str(out)])
+    assert f"{data}:12:" in err
+    args = ["train", *common, "--out", str(out), "--objective", "diffmean", "--lenient"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"unisteer: skipped {data}:11: pair 'p-11': prompt and completion are" in err
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["skipped"]) == 2 and f"{data}:12" in log["skipped"][0]
+    sweep_out = tmp_path / "sweep"
+    args = ["sweep", "--model", str(model_dir), "--delta", str(out), "--data", str(data)]
+    args += ["--ms", "-1:1:3", "--out", str(sweep_out), "--lenient", "--max-tokens", "40"]
+    assert main(args) == 0
+    meta = json.loads((sweep_out / "sweep.json").read_text())
+    assert meta["skipped"][1].startswith(f"{data}:11: pair 'p-11'")
+    assert meta["n_pairs"] + len(meta["skipped"]) == 12
+    capsys.readouterr()
+    assert "--max-tokens: must be at least 1" in error_of(capsys, [*args[:-1], "0"])
 
 
 def test_empty_binary_and_one_pair_files_say_why(

@@ -203,3 +203,20 @@ def test_a_fresh_run_reads_no_file_back_and_a_rerun_reads_the_skipped_stages(
         for split in ("train", "test"):
             pd.testing.assert_frame_equal(loaded.means[split], fresh.means[split])
         assert FitOutcome.load(fresh.directory / "fit").to_dict() == fresh.fit.to_dict()
+
+
+def test_lenient_experiments_skip_long_pairs_and_list_them(setup: dict[str, Any]) -> None:
+    from unisteer.errors import DataError
+
+    exp = setup["exp"]
+    with pytest.raises(DataError, match=r"pairs\.jsonl:\d+: pair '.*more than the limit of 14"):
+        run(setup, exp=exp.replace(max_tokens=14))
+    assert not (setup["out"] / "methods").exists()  # refused before any stage
+    results = run(setup, exp=exp.replace(max_tokens=14, lenient=True))
+    skipped = results.data.skipped
+    assert skipped and all("more than the limit of 14; skipped" in s for s in skipped)
+    saved = json.loads((setup["out"] / "results.json").read_text())
+    assert saved["data"]["skipped"] == list(skipped)
+    assert f"Skipped {len(skipped)} rows" in (setup["out"] / "summary.md").read_text()
+    assert results.data.n_train + results.data.n_test + len(skipped) == 14
+    assert results.data.n_train > 0 and results.data.n_test > 0

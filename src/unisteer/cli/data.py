@@ -32,6 +32,45 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     polarity.add_argument("--no-invert", dest="invert", action="store_false")
 
 
+def add_length_options(p: argparse.ArgumentParser) -> None:
+    """``--max-tokens`` and ``--lenient``: the bound on a pair's length and what to do with
+    rows that break it (or cannot be read)."""
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        help="longest prompt + completion, in tokens (default: the model's context window)",
+    )
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="skip unusable rows and over-long pairs (each is listed) instead of stopping",
+    )
+
+
+def check_length_options(args: argparse.Namespace) -> None:
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError(f"argument --max-tokens: must be at least 1, got {args.max_tokens}")
+
+
+def within_limits(
+    args: argparse.Namespace, pairs: PairSet, model: Any, tokenizer: Any, include_suffix: bool
+) -> PairSet:
+    """``pairs`` within the token limit (``--max-tokens`` and the model's context window);
+    with ``--lenient`` the rows left out, at reading or here, are listed on stderr."""
+    import sys
+
+    from unisteer.data.tokens import within_limit
+    from unisteer.model.config import token_limit
+
+    limit = token_limit(model, args.max_tokens)
+    kept = within_limit(
+        tokenizer, pairs, limit, strict=not args.lenient, include_suffix=include_suffix
+    )
+    for problem in kept.problems:
+        print(f"unisteer: skipped {problem}", file=sys.stderr)
+    return kept
+
+
 def field_map(items: list[str] | None) -> dict[str, str] | None:
     fields = {}
     for item in items or []:

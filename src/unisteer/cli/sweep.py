@@ -6,7 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from unisteer.cli.data import add_source_options, load_source, pick_split
+from unisteer.cli.data import (
+    add_length_options,
+    add_source_options,
+    check_length_options,
+    load_source,
+    pick_split,
+    within_limits,
+)
+from unisteer.data.pairs import PairSet
 from unisteer.errors import UsageError
 
 
@@ -18,6 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--delta", required=True, help="directory written by Delta.save")
     p.add_argument("--data", required=True, help="a data file or default[:CONCEPT]")
     add_source_options(p)
+    add_length_options(p)
     p.add_argument(
         "--split",
         choices=["all", "train", "test"],
@@ -52,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
             given = parse_grid(args.ms)
         except ValueError as e:
             raise UsageError(f"argument --ms: {e}") from None
+    if not args.memory_mb > 0:
+        raise UsageError(f"argument --memory-mb: must be more than 0, got {args.memory_mb}")
+    check_length_options(args)
     out = check_output_dir(args.out, "--out folder")
     with OutputLock(out):
         return _sweep(args, out, given)
@@ -62,15 +74,21 @@ def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -
     from unisteer.model.load import load_model
     from unisteer.scoring.sweep import sweep
 
+    # data problems are reported before the model loads
+    read = load_source(args, args.data, strict=not args.lenient)
+    unreadable = [str(x) for x in read.problems]
+    pairs = pick_split(PairSet(read, name=read.name), args.split)  # listed once, below
     model, tokenizer = load_model(args.model)
     delta = load_delta(args.delta, model, tokenizer=tokenizer)
+    pairs = within_limits(args, pairs, model, tokenizer, include_suffix=args.include_suffix)
+    if not len(pairs):
+        raise UsageError(f"{args.data}: no pairs left to sweep (all longer than the token limit)")
     if given is not None:
         ms = given
     elif isinstance(delta.meta.get("grid"), list):
         ms = [float(x) for x in delta.meta["grid"]]
     else:
         raise UsageError(f"{args.delta} records no multiplier grid; give --ms LO:HI:N")
-    pairs = pick_split(load_source(args, args.data), args.split)
     result = sweep(
         model,
         tokenizer,
@@ -82,6 +100,9 @@ def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -
         positions=args.positions,
         memory_budget=int(args.memory_mb * (1 << 20)),
     )
+    skipped = unreadable + [str(x) for x in pairs.problems]
+    if skipped:
+        result.meta["skipped"] = skipped
     out = result.save(out_dir)
     columns = ["m", "n", "pref_odds", "pref_odds_sem", "util_odds", "util_odds_sem"]
     columns.append("n_out_of_domain")

@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unisteer.cli.data import add_source_options, load_source, pick_split
+from unisteer.cli.data import (
+    add_length_options,
+    add_source_options,
+    check_length_options,
+    load_source,
+    pick_split,
+    within_limits,
+)
+from unisteer.data.pairs import PairSet
 from unisteer.errors import UsageError
 
 
@@ -18,6 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="built-in name, directory or HF id")
     p.add_argument("--data", required=True, help="a data file or default[:CONCEPT]")
     add_source_options(p)
+    add_length_options(p)
     p.add_argument(
         "--split",
         choices=["auto", "all", "train"],
@@ -77,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.layer is not None and args.layer < 0:
         raise UsageError(f"argument --layer: must be 0 or more, got {args.layer}")
     _multipliers(args.multipliers)  # bad values are reported before the model loads
+    check_length_options(args)
     out = check_output_dir(args.out, "--out folder")
     with OutputLock(out):
         return _train(args, out)
@@ -88,7 +98,10 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     from unisteer.model.load import load_model
     from unisteer.training.trainer import TrainingDiverged, train
 
-    pairs = load_source(args, args.data)  # data problems are reported before the model loads
+    # data problems are reported before the model loads
+    pairs = load_source(args, args.data, strict=not args.lenient)
+    unreadable = [str(x) for x in pairs.problems]
+    pairs = PairSet(pairs, name=pairs.name)  # the rows left out are listed once, below
     if args.split == "train" or (args.split == "auto" and pairs.has_fixed_split()):
         pairs = pick_split(pairs, "train")
     if not len(pairs):
@@ -103,6 +116,11 @@ def _train(args: argparse.Namespace, out: Path) -> int:
             )
         pairs, val = pairs.split(test_size=held, seed=0)
     model, tokenizer = load_model(args.model)
+    pairs = within_limits(args, pairs, model, tokenizer, include_suffix=False)
+    if val is not None:
+        val = within_limits(args, val, model, tokenizer, include_suffix=False)
+    if not len(pairs):
+        raise UsageError(f"{args.data}: every training pair is longer than the token limit")
     hparams = {
         "lr": args.lr,
         "epochs": args.epochs,
@@ -143,10 +161,14 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         print(f"unisteer: error: {e}")
         status = 2
     delta.meta["data"] = args.data
+    skipped = unreadable + [str(x) for x in pairs.problems]
+    skipped += [str(x) for x in val.problems] if val is not None else []
+    if skipped:
+        delta.meta["skipped"] = skipped
     save_delta(delta, out)
     log = {
         k: delta.meta.get(k)
-        for k in ("objective", "hparams", "preset", "history", "validation", "diverged")
+        for k in ("objective", "hparams", "preset", "history", "validation", "diverged", "skipped")
     }
     write_text_atomic(out / "training_log.json", json.dumps(log, indent=1, default=str) + "\n")
     last = (delta.meta.get("history") or [{}])[-1].get("loss")

@@ -46,6 +46,19 @@ class PolarityPair:
         """What makes two pairs duplicates: the same query and the same two completions."""
         return (self.query, self.positive, self.negative)
 
+    def problem(self, message: str) -> Problem:
+        """A problem with this pair, placed at the file and line (row, item) it was read from
+        when it was read from one: ``str()`` gives ``FILE:LINE: pair 'ID': message``."""
+        text = f"pair {self.id!r}: {message}"
+        source = self.meta.get("source")
+        if not isinstance(source, str):
+            return Problem("data", None, None, text)
+        for unit in ("line", "row", "item"):
+            at = self.meta.get(unit)
+            if isinstance(at, int) and not isinstance(at, bool):
+                return Problem(source, at, None, text, unit)
+        return Problem(source, None, None, text)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from unisteer.data.chat import has_chat_template, messages, prompt_text
-from unisteer.data.pairs import PolarityPair
+from unisteer.data.pairs import PairSet, PolarityPair
 from unisteer.errors import DataError
 
 PaddingSide = Literal["left", "right"]
@@ -107,16 +107,14 @@ def encode(
 
 
 def encode_pair(tokenizer: Any, pair: PolarityPair, **kwargs: Any) -> tuple[Encoded, Encoded]:
-    """The positive and the negative sequence of a pair; errors name the pair's id."""
+    """The positive and the negative sequence of a pair; errors name the pair's file, line
+    and id."""
     out = []
     for side in ("positive", "negative"):
         try:
             out.append(encode(tokenizer, pair.query, getattr(pair, side), **kwargs))
         except DataError as e:
-            where = pair.meta.get("source", "")
-            line = pair.meta.get("line", pair.meta.get("row", pair.meta.get("item")))
-            loc = f"{where}:{line}: " if where and line is not None else ""
-            raise DataError(f"{loc}pair {pair.id!r}, field {side!r}: {e}") from None
+            raise DataError(str(pair.problem(f"field {side!r}: {e}"))) from None
     return out[0], out[1]
 
 
@@ -184,21 +182,56 @@ def encode_pairs(
 
     ``max_tokens`` (the model's context window, see
     :func:`unisteer.model.config.context_length`) bounds each sequence: a longer one is
-    refused with the pair's id, file and line before anything is allocated for it."""
+    refused with the pair's file, line and id before anything is allocated for it (to skip
+    such pairs instead, filter them first with :func:`within_limit`)."""
     out = []
     for p in pairs:
         enc = encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
-        longest = max(len(e.input_ids) for e in enc)
-        if max_tokens is not None and longest > max_tokens:
-            where = p.meta.get("source")
-            at = next((f" {u} {p.meta[u]}" for u in ("line", "row") if u in p.meta), "")
-            origin = f" ({where}{at})" if where else ""
-            raise DataError(
-                f"pair {p.id!r}{origin}: prompt and completion are {longest} tokens, more than "
-                f"the model's context window of {max_tokens}; shorten or drop the pair"
-            )
+        if max_tokens is not None and (message := _too_long(enc, max_tokens)) is not None:
+            raise DataError(f"{p.problem(message)}; shorten or drop the pair")
         out.append(enc)
     return out
+
+
+def _too_long(enc: tuple[Encoded, Encoded], max_tokens: int) -> str | None:
+    longest = max(len(e.input_ids) for e in enc)
+    if longest <= max_tokens:
+        return None
+    return f"prompt and completion are {longest} tokens, more than the limit of {max_tokens}"
+
+
+def within_limit(
+    tokenizer: Any,
+    pairs: PairSet,
+    max_tokens: int | None,
+    *,
+    strict: bool = True,
+    include_suffix: bool = False,
+    system_prompt: str | None = None,
+) -> PairSet:
+    """``pairs`` whose two sequences (prompt + completion, as :func:`encode_pairs` builds them)
+    are at most ``max_tokens`` tokens: the bound the model's context window (or a user's
+    ``max_tokens``) puts on every pass, see :func:`unisteer.model.config.token_limit`.
+
+    Strict (the default), the first longer pair raises :class:`DataError` naming its file and
+    line; with ``strict=False`` longer pairs are dropped and each is recorded as a
+    :class:`~unisteer.data.problems.Problem` in the returned set's ``problems``."""
+    if max_tokens is None:
+        return pairs
+    kept, problems = [], list(pairs.problems)
+    for p in pairs:
+        enc = encode_pair(tokenizer, p, include_suffix=include_suffix, system_prompt=system_prompt)
+        message = _too_long(enc, max_tokens)
+        if message is None:
+            kept.append(p)
+        elif strict:
+            raise DataError(
+                f"{p.problem(message)}; shorten or drop the pair, or skip such pairs "
+                "(--lenient, or lenient = true in [data])"
+            )
+        else:
+            problems.append(p.problem(f"{message}; skipped"))
+    return PairSet(kept, name=pairs.name, problems=problems)
 
 
 def pair_batch(

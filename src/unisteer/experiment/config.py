@@ -17,6 +17,8 @@ error that names the file, the key and its line. See ``src/unisteer/experiment/b
     train_pairs = 32               # pairs of the train split to train on (omit: all)
     test_pairs = 16                # test pairs to sweep (omit: all)
     sweep_train_pairs = 8          # of the training pairs, how many to sweep (omit: all)
+    max_tokens = 1024              # optional: a bound below the model's context window
+    lenient = false                # true: skip unusable rows and longer pairs, and list them
 
     [train]                        # defaults for every method (TrainConfig fields)
     epochs = 2
@@ -82,6 +84,8 @@ class Experiment:
     test_pairs: int | None = None
     sweep_train_pairs: int | None = None
     test_fraction: float = 0.2
+    max_tokens: int | None = None
+    lenient: bool = False
     train: dict[str, Any] = field(default_factory=dict)
     sweep_points: int = 21
     reduction: str = "sum"
@@ -114,6 +118,8 @@ _DATA: dict[str, type] = {
     "test_pairs": int,
     "sweep_train_pairs": int,
     "test_fraction": float,
+    "max_tokens": int,
+    "lenient": bool,
 }
 _SWEEP: dict[str, type] = {
     "points": int,
@@ -254,7 +260,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
             check_output_dir(raw["output"])
         except UsageError as e:
             raise where.error(str(e), "", "output") from None
-    for key in ("train_pairs", "test_pairs", "sweep_train_pairs"):
+    for key in ("train_pairs", "test_pairs", "sweep_train_pairs", "max_tokens"):
         if key in data and data[key] < 1:
             raise where.error(f"must be at least 1, got {data[key]}", "data", key)
     if "test_fraction" in data and not 0 < data["test_fraction"] < 1:
@@ -337,6 +343,8 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         test_pairs=data.get("test_pairs"),
         sweep_train_pairs=data.get("sweep_train_pairs"),
         test_fraction=float(data.get("test_fraction", 0.2)),
+        max_tokens=data.get("max_tokens"),
+        lenient=data.get("lenient", False),
         train=dict(raw.get("train", {})),
         sweep_points=sweep.get("points", 21),
         reduction=sweep.get("reduction", "sum"),

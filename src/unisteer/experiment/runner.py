@@ -37,10 +37,12 @@ from unisteer.core.io import load_delta, save_delta
 from unisteer.core.sites import middle_layer
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
+from unisteer.data.tokens import within_limit
 from unisteer.experiment.config import Experiment, MethodSpec
 from unisteer.experiment.stages import Stage, digest
 from unisteer.files import OutputLock, check_output_dir, write_json_atomic, write_text_atomic
 from unisteer.fit import FitError
+from unisteer.model.config import token_limit
 from unisteer.model.load import load_model
 from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
 from unisteer.report.results import (
@@ -73,6 +75,15 @@ def _shuffled(pairs: PairSet, seed: int, limit: int | None) -> PairSet:
     random.Random(seed).shuffle(order)
     chosen = order if limit is None else order[:limit]
     return PairSet([pairs[i] for i in chosen], name=pairs.name)
+
+
+def _marked_digest(marker: Path) -> str | None:
+    """The stage digest a checkpoint folder was made for (``key.json``), or ``None``."""
+    try:
+        value = json.loads(marker.read_text(encoding="utf-8")).get("digest")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def select_data(exp: Experiment, pairs: PairSet) -> dict[str, PairSet]:
@@ -114,14 +125,34 @@ def peak_memory_mb() -> float:
 
 class _Runner:
     def __init__(
-        self, exp: Experiment, out: Path, model: Any, tokenizer: Any, progress: bool, log: Log
+        self,
+        exp: Experiment,
+        out: Path,
+        pairs: PairSet,
+        model: Any,
+        tokenizer: Any,
+        progress: bool,
+        log: Log,
     ) -> None:
         self.exp, self.out, self.model, self.tok = exp, out, model, tokenizer
         self.progress, self.log = progress, log
         self.cache = PrepareCache()
         self.fingerprint = model_fingerprint(model, tokenizer)
         self.layer = exp.layer if exp.layer is not None else middle_layer(model)
-        pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert)
+        self.limit = token_limit(model, exp.max_tokens)
+        pairs = within_limit(
+            tokenizer,
+            pairs,
+            self.limit,
+            strict=not exp.lenient,
+            include_suffix=exp.include_suffix,
+        )
+        self.skipped = tuple(str(p) for p in pairs.problems)
+        if self.skipped:
+            log(
+                f"skipped {len(self.skipped)} unusable or over-long rows of {exp.data} "
+                "(listed in results.json, data.skipped)"
+            )
         self.data = select_data(exp, pairs)
 
     # -- stages -----------------------------------------------------------------------------
@@ -146,10 +177,8 @@ class _Runner:
             return load_delta(stage.directory, self.model, tokenizer=self.tok), stage
         checkpoint = mdir / "checkpoint"
         marker = checkpoint / "key.json"
-        if checkpoint.exists() and (
-            not marker.is_file() or json.loads(marker.read_text())["digest"] != stage.digest
-        ):
-            shutil.rmtree(checkpoint)  # made under other settings
+        if checkpoint.exists() and _marked_digest(marker) != stage.digest:
+            shutil.rmtree(checkpoint)  # made under other settings, or its marker is unreadable
         checkpoint.mkdir(parents=True, exist_ok=True)
         write_text_atomic(marker, json.dumps({"digest": stage.digest}) + "\n")
         stage.start()
@@ -350,11 +379,13 @@ def _run_locked(
     started = time.perf_counter()
     torch.manual_seed(exp.seed)
     np.random.seed(exp.seed)
+    # The data is read and checked before the model loads: a bad row costs no waiting.
+    pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert, strict=not exp.lenient)
     t = time.perf_counter()
     if model is None:
         model, tokenizer = load_model(exp.model)
     load_seconds = time.perf_counter() - t
-    runner = _Runner(exp, out_dir, model, tokenizer, progress, log)
+    runner = _Runner(exp, out_dir, pairs, model, tokenizer, progress, log)
     log(
         f"experiment {exp.name!r}: {exp.model} layer {runner.layer}, "
         f"{len(runner.data['train'])} training pairs, sweeps on "
@@ -385,6 +416,7 @@ def _run_locked(
             n_train=len(runner.data["train"]),
             n_sweep_train=len(runner.data["sweep_train"]),
             n_test=len(runner.data["test"]),
+            skipped=runner.skipped,
         ),
         model=ModelInfo(name=exp.model, fingerprint=runner.fingerprint),
         versions=_versions(),

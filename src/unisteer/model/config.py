@@ -58,6 +58,14 @@ def context_length(model: nn.Module) -> int | None:
     return _int_field(model, "max_position_embeddings") or _int_field(model, "n_positions")
 
 
+def token_limit(model: nn.Module, max_tokens: int | None = None) -> int | None:
+    """The longest sequence a pass may take: the model's context window
+    (:func:`context_length`) and a user's ``max_tokens``, whichever is smaller; ``None`` when
+    neither bounds it (then only the memory check of :mod:`unisteer.model.memory` does)."""
+    limits = [n for n in (context_length(model), max_tokens) if n is not None]
+    return min(limits) if limits else None
+
+
 def logit_softcap(model: nn.Module) -> float | None:
     """``final_logit_softcapping`` (Gemma 2: logits = cap·tanh(logits / cap)), or ``None``."""
     cap = getattr(text_config(model), "final_logit_softcapping", None)

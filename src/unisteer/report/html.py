@@ -107,6 +107,15 @@ def _img(path: Path, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
+def _skipped_lines(skipped: tuple[str, ...], show: int = 5) -> list[str]:
+    """What lenient reading left out, for the report's header (every one is in
+    ``results.json``)."""
+    if not skipped:
+        return []
+    more = f"; {len(skipped) - show} more in results.json" if len(skipped) > show else ""
+    return [f"Skipped {len(skipped)} rows: " + "; ".join(skipped[:show]) + more + ".", ""]
+
+
 def summary_markdown(results: ExperimentResults) -> str:
     """``summary.md``: the methods table in Markdown."""
     exp = results.experiment
@@ -122,6 +131,7 @@ def summary_markdown(results: ExperimentResults) -> str:
         f"a fitted UtilOdds drop of at most {exp.max_util_drop:g} nat (train fit); "
         '"test" columns are measured on the test pairs at that m.',
         "",
+        *_skipped_lines(data.skipped),
         "| " + " | ".join(title for _, title in _COLUMNS) + " |",
         "|" + "---|" * len(_COLUMNS),
     ]
@@ -174,6 +184,7 @@ def report_html(results: ExperimentResults, out: Path) -> str:
         f"The chosen m maximises the fitted PrefOdds with a fitted UtilOdds drop of at most "
         f"{exp.max_util_drop:g} nat (train fit); the test columns are measured on the test "
         "pairs at that m. Accuracy: the fraction of test pairs with P(A_p) &gt; P(A_n).</p>",
+        *(f"<p class='skipped'>{html.escape(x)}</p>" for x in _skipped_lines(data.skipped) if x),
         "<h2>Methods</h2>",
         f"<table id='methods'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
         "<h2>Preference–utility frontier</h2>",

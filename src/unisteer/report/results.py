@@ -405,12 +405,14 @@ class ExperimentSettings:
 
 @dataclass(frozen=True)
 class DataCounts:
-    """Where the pairs came from and how many each stage used."""
+    """Where the pairs came from, how many each stage used, and the rows left out (lenient
+    reading: unusable rows and pairs longer than the token limit, one line each)."""
 
     source: str
     n_train: int
     n_sweep_train: int
     n_test: int
+    skipped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -418,6 +420,7 @@ class DataCounts:
             "n_train": self.n_train,
             "n_sweep_train": self.n_sweep_train,
             "n_test": self.n_test,
+            "skipped": list(self.skipped),
         }
 
     @classmethod
@@ -427,6 +430,7 @@ class DataCounts:
             int(data["n_train"]),
             int(data["n_sweep_train"]),
             int(data["n_test"]),
+            tuple(str(x) for x in data.get("skipped", ())),
         )
 
 

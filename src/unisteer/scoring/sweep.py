@@ -42,7 +42,8 @@ from unisteer.core.sites import block_index_of, site_is_block_output
 from unisteer.core.steer import steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
-from unisteer.model.config import context_length, vocab_size, widths
+from unisteer.model.config import context_length, vocab_size
+from unisteer.model.memory import check_pairs_fit, row_bytes
 from unisteer.replay.base import ReplayInput, Runner
 from unisteer.replay.check import batching_spread, exact_runner, ordinary_nll
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
@@ -136,15 +137,6 @@ def _fast_runner(
     return found
 
 
-def _row_bytes(model: nn.Module, width: int, logit_positions: int) -> int:
-    """Rough float32 activation bytes of one sequence row in a forward pass without autograd:
-    the widest per-token tensors of a block, attention scores, and the logits (x3 for the
-    softmax and its temporaries)."""
-    d, d_ff, heads = widths(model)
-    vocab = vocab_size(model)
-    return 4 * (width * (8 * d + 3 * d_ff + 2 * heads * width) + 3 * logit_positions * vocab)
-
-
 def sweep(
     model: nn.Module,
     tokenizer: Any,
@@ -185,9 +177,10 @@ def sweep(
     pad = pad_id(tokenizer)
     buckets = length_buckets(
         encoded,
-        lambda w: memory_budget // (2 * _row_bytes(model, w, w)),  # the capture pass: all logits
+        lambda w: memory_budget // (2 * row_bytes(model, w, w)),  # the capture pass: all logits
         max_pairs_per_batch,
     )
+    check_pairs_fit(model, pairs, encoded, "scoring")
     n = len(pairs)
     nll = np.zeros((n, len(grid), 2))
     counts = np.zeros((n, 2), dtype=np.int64)
@@ -236,9 +229,9 @@ def sweep(
             rows = 2 * len(indices)
             width = int(batch.input_ids.shape[1])
             # The head runs in chunks of HEAD_CHUNK positions: its logits are not per row.
-            row_bytes = _row_bytes(model, width, 0)
+            one_row = row_bytes(model, width, 0)
             head_bytes = 3 * 4 * HEAD_CHUNK * vocab_size(model)
-            step = max(1, (memory_budget - head_bytes) // (row_bytes * rows))  # m per call
+            step = max(1, (memory_budget - head_bytes) // (one_row * rows))  # m per call
             for start in range(0, len(nonzero), step):
                 chunk = nonzero[start : start + step]
                 values = active.run(cap, delta, [grid[j] for j in chunk], positions)

@@ -33,6 +33,7 @@ from unisteer.core.steer import Op, steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length
+from unisteer.model.memory import check_pairs_fit
 from unisteer.replay.base import ReplayInput
 from unisteer.replay.check import (
     CHECK_MS,
@@ -148,6 +149,7 @@ def prepare(
         system_prompt=system_prompt,
         max_tokens=context_length(model),
     )
+    check_pairs_fit(model, pairs, encoded, "training on", grad=True)
     runner = StackedRunner(model, layer)
     out: list[TrainBatch] = []
     for group in tqdm(

@@ -23,6 +23,7 @@ from unisteer.core.steer import record_outputs
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length
+from unisteer.model.memory import check_pairs_fit
 from unisteer.scoring.grid import symmetric_grid
 
 
@@ -52,6 +53,7 @@ def diffmean(
         system_prompt=system_prompt,
         max_tokens=context_length(model),
     )
+    check_pairs_fit(model, pairs, encoded, "DiffMean's forward pass over")
     total = torch.zeros(delta.d_out, dtype=torch.float64)
     norms: list[torch.Tensor] = []
     starts = range(0, len(pairs), batch_size)
