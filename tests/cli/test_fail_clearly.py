@@ -372,3 +372,25 @@ def test_empty_binary_and_one_pair_files_say_why(
     assert f"{binary}:2: not valid UTF-8" in error_of(capsys, ["data", "inspect", str(binary)])
     err = error_of(capsys, ["train", "--data", str(one), "--out", out])
     assert "has 1 training pair(s): too few to hold out a validation split" in err
+
+
+def test_ctrl_c_inside_a_finalizer_is_delivered_again_not_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Python can only print and drop a KeyboardInterrupt raised in a weakref callback; the CLI's
+    hook hands it back to the main thread, so the run still stops with ``interrupted``."""
+    import time
+    import types
+
+    from unisteer.cli import _redeliver_interrupt
+
+    caught = False
+    try:
+        _redeliver_interrupt(types.SimpleNamespace(exc_type=KeyboardInterrupt))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        caught = True
+    assert caught
+    assert "Traceback" not in capsys.readouterr().err

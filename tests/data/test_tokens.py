@@ -81,7 +81,7 @@ def test_completion_that_tokenises_to_nothing_is_an_error() -> None:
     with pytest.raises(DataError, match="tokenises to nothing"):
         encode(word_tokenizer(), "hello", "   ")
     pair = PolarityPair("hello", "yes", "\x07", id="p1", meta={"source": "f.jsonl", "line": 4})
-    with pytest.raises(DataError, match=r"f\.jsonl:4: pair 'p1', field 'negative'.*nothing"):
+    with pytest.raises(DataError, match=r"f\.jsonl:4: pair 'p1': field 'negative'.*nothing"):
         encode_pair(word_tokenizer(), pair)
 
 

@@ -48,7 +48,7 @@ SECTIONS = {
         "name", "source", "model", "layer", "data", "seed", "train", "sweep_points",
         "reduction", "positions", "max_util_drop", "fit_starts",
     ],
-    "data": ["source", "n_train", "n_sweep_train", "n_test"],
+    "data": ["source", "n_train", "n_sweep_train", "n_test", "skipped"],
     "model": ["name", "fingerprint"],
     "versions": ["unisteer", "torch", "transformers", "python", "platform", "cpu_threads"],
     "timings": ["model_load_seconds", "methods_seconds", "wall_seconds"],

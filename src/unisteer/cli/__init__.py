@@ -6,14 +6,17 @@ to a handler that parses arguments, calls the public API and prints.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import logging
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from unisteer._version import __version__
 from unisteer.cli import data, demo, eval, fit, run, sweep, train
@@ -74,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if getattr(args, "debug", False):
         return int(args.func(args))
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_interrupt
     try:
         return int(args.func(args))
     except (UnisteerError, ValueError) as e:  # bad input: a message, not a traceback
@@ -94,3 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+def _redeliver_interrupt(unraisable: Any) -> None:
+    """Ctrl-C that lands inside a finalizer or weakref callback is one Python can only print
+    ("Exception ignored in ...", a traceback) and drop; deliver it again to the main thread a
+    moment later, outside this hook, where the boundary above turns it into ``unisteer:
+    interrupted``."""
+    try:
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            sys.__unraisablehook__(unraisable)
+            return
+    except KeyboardInterrupt:  # a second Ctrl-C while this ran: one redelivery serves both
+        pass
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    timer.daemon = True
+    timer.start()

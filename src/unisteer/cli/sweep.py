@@ -35,6 +35,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--ms", help="LO:HI:N or a comma list (default: the delta's own grid)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--reduction", choices=["sum", "mean"], default="sum")
     p.add_argument(
         "--include-suffix",
@@ -99,6 +100,7 @@ def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -
         include_suffix=args.include_suffix,
         positions=args.positions,
         memory_budget=int(args.memory_mb * (1 << 20)),
+        progress=not args.no_progress,
     )
     skipped = unreadable + [str(x) for x in pairs.problems]
     if skipped:

@@ -40,6 +40,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--preset", help="the paper's settings, e.g. psychopathy-gemma-vector-split")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -153,6 +154,7 @@ def _train(args: argparse.Namespace, out: Path) -> int:
             checkpoint_dir=out / "checkpoint",
             resume=args.resume,
             method=args.method,
+            progress=not args.no_progress,
             **hparams,
         )
     except TrainingDiverged as e:
