@@ -70,6 +70,12 @@ def test_a_good_file_reads_into_an_experiment() -> None:
         ),
         (('name = "my-lora"', 'name = "vector-diffmean"'), r"two methods are named"),
         (("[data]", "[data"), r"t\.toml: not valid TOML"),
+        (("train_pairs = 10", "max_tokens = 0"), r"t\.toml:10: data\.max_tokens: must be"),
+        (("train_pairs = 10", 'lenient = "yes"'), r"t\.toml:10: data\.lenient: expected bool"),
+        (
+            ("train_pairs = 10", "format = 'jsonl'"),
+            r"t\.toml:10: data\.format: expected one of auto, pairs",
+        ),
     ],
 )
 def test_every_mistake_names_file_key_and_line(change: tuple[str, str], message: str) -> None:

@@ -220,3 +220,23 @@ def test_lenient_experiments_skip_long_pairs_and_list_them(setup: dict[str, Any]
     assert f"Skipped {len(skipped)} rows" in (setup["out"] / "summary.md").read_text()
     assert results.data.n_train + results.data.n_test + len(skipped) == 14
     assert results.data.n_train > 0 and results.data.n_test > 0
+
+
+def test_an_output_changed_under_an_intact_record_reruns_its_stage(setup: dict[str, Any]) -> None:
+    """The issue's poisoned fit: a stage whose ``stage.json`` still matches but whose
+    ``sweep.parquet`` another process rewrote is run again; the fit after it is kept only
+    because the rerun wrote the same table back (its key holds the table's SHA-256)."""
+    first = run(setup)
+    table = setup["out"] / "methods" / "lora-split" / "sweep_train" / "sweep.parquet"
+    frame = pd.read_parquet(table)
+    frame["pref_odds"] = frame["pref_odds"] + 5.0
+    frame.to_parquet(table)
+    log: list[str] = []
+    again = run(setup, log)
+    text = "\n".join(log)
+    assert "[2/2] lora-split\n  train: done before (0 s)\n  sweep train: " in text
+    assert "sweep train: done before" not in text.split("[2/2] lora-split")[1]
+    assert "sweep test: done before\n  fit: done before" in text.split("[2/2] lora-split")[1]
+    assert [_without_times(m.to_dict()) for m in again.methods] == [
+        _without_times(m.to_dict()) for m in first.methods
+    ]

@@ -112,3 +112,19 @@ def test_a_huge_record_is_not_read(tmp_path: Path, caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING):
         assert not stage.done()
     assert "bytes, more than" in caplog.text
+
+
+def test_the_content_digest_follows_the_bytes_written(tmp_path: Path) -> None:
+    """Later stages key on it: the same settings writing other bytes give another digest."""
+    stage = finished(tmp_path)
+    before = stage.content_digest
+    assert Stage(stage.directory, dict(stage.key)).content_digest == before
+    stage.start()
+    (stage.directory / "table.txt").write_text("other numbers\n")
+    stage.finish()
+    assert (
+        stage.content_digest != before and stage.digest == Stage(stage.directory, stage.key).digest
+    )
+    stage.start()
+    with pytest.raises(RuntimeError, match="not done"):
+        _ = stage.content_digest

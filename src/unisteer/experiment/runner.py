@@ -213,7 +213,7 @@ class _Runner:
         pairs = self.data["sweep_train" if split == "train" else "test"]
         key = {
             "stage": f"sweep_{split}",
-            "after": after.digest,
+            "after": after.content_digest,
             "grid": grid,
             "pairs": _pairs_digest(pairs),
             "reduction": self.exp.reduction,
@@ -248,7 +248,7 @@ class _Runner:
         (train, s_train), (test, s_test) = sweeps
         key = {
             "stage": "fit",
-            "after": [s_train.digest, s_test.digest],
+            "after": [s_train.content_digest, s_test.content_digest],
             "starts": self.exp.fit_starts,
             "max_util_drop": self.exp.max_util_drop,
         }
@@ -280,7 +280,7 @@ class _Runner:
     ) -> EvalResult:
         """Accuracy (P(A_p) > P(A_n)) and the measured gains on the test pairs at m = 0 and at
         the chosen m."""
-        key = {"stage": "eval", "after": after.digest}
+        key = {"stage": "eval", "after": after.content_digest}
         stage = Stage(mdir / "eval", key)
         if stage.done():
             return EvalResult.load(stage.directory)

@@ -129,6 +129,16 @@ class Stage:
     def done(self) -> bool:
         return self._record() is not None
 
+    @property
+    def content_digest(self) -> str:
+        """A digest of the key and of what the stage wrote (its files' SHA-256): the stages
+        that read this one's outputs put it in their keys, so they run again when that content
+        changed, not only when its settings did."""
+        record = self._record()
+        if record is None:
+            raise RuntimeError(f"{self.directory}: the stage is not done")
+        return digest({"key": self.digest, "files": record["files"]})
+
     def info(self) -> dict[str, Any]:
         """What ``finish`` recorded (empty when the stage is not done)."""
         record = self._record()
