@@ -55,7 +55,7 @@ SECTIONS = {
 }  # fmt: skip
 METHOD = [
     "name", "kind", "objective", "preset", "site", "layer", "n_parameters", "hparams",
-    "training", "grid", "means", "fit", "eval", "dir", "seconds",
+    "training", "grid", "means", "fit", "eval", "samples", "dir", "seconds",
 ]  # fmt: skip
 TRAINING = ["steps", "first_loss", "final_loss", "validation", "unit"]
 MEANS_ROW = [

@@ -122,7 +122,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("path", help="a file, a saved HF dataset directory, or default[:CONCEPT]")
     add_source_options(p)
-    p.add_argument("--model", help="count tokens with this model's tokenizer")
+    p.add_argument(
+        "--model",
+        help="count tokens with this model's tokenizer and score the pairs unsteered "
+        "(mean PrefOdds, UtilOdds and accuracy at m = 0 per concept and split)",
+    )
     p.add_argument("--examples", type=int, default=3)
     p.add_argument(
         "--fail-on-problems",
@@ -142,4 +146,9 @@ def inspect(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(args.model)
     pairs = load_source(args, args.path, strict=False, model=model, tokenizer=tokenizer)
     print(format_summary(summarize(pairs, tokenizer, examples=args.examples)))
+    if model is not None and len(pairs):
+        from unisteer.evaluate.room import base_scores, format_base_scores
+
+        print()
+        print(format_base_scores(base_scores(model, tokenizer, pairs), args.model))
     return 1 if pairs.problems and args.fail_on_problems else 0

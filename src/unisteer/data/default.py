@@ -1,11 +1,18 @@
 """The project's own default dataset, written for unisteer and shipped with the package.
 
-Two concepts, 160 pairs each, with a fixed 128/32 train/test split recorded per pair
+Four concepts, 160 pairs each, with a fixed 128/32 train/test split recorded per pair
 (``meta["split"]``). Each pair is a user request and two answers giving the same content that
 differ only in the concept:
 
 * ``optimism``: hopeful, encouraging (positive) vs gloomy, pessimistic (negative);
-* ``formality``: formal, polite register (positive) vs casual, chatty register (negative).
+* ``formality``: formal, polite register (positive) vs casual, chatty register (negative);
+* ``pirate``: a stage pirate's speech (positive) vs plain modern English (negative);
+* ``archaic``: Early Modern, King James English (positive) vs plain modern English (negative).
+
+On the first two the unsteered default model already prefers the positive answer; on
+``pirate`` and ``archaic`` it prefers the negative, which leaves steering room to show an
+effect (``unisteer data inspect default --model smollm2-135m-instruct`` measures it; the
+numbers are in ``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from unisteer.data.pairs import PairSet
 from unisteer.data.readers import read_jsonl
 from unisteer.errors import DataError
 
-DEFAULT_CONCEPTS: tuple[str, ...] = ("optimism", "formality")
+DEFAULT_CONCEPTS: tuple[str, ...] = ("optimism", "formality", "pirate", "archaic")
 
 
 def default_dataset(concept: str | None = None) -> PairSet:

@@ -93,6 +93,7 @@ class Experiment:
     positions: str = "all"
     fit_starts: int = 16
     max_util_drop: float = 1.0
+    sample_prompts: int = 3  # test prompts generated for the report, per method ([report])
     source: str = "<built-in>"
 
     def method_config(self, method: MethodSpec) -> TrainConfig:
@@ -108,7 +109,7 @@ class Experiment:
 
 # -- reading ------------------------------------------------------------------------------------
 
-_TOP = {"name", "output", "seed", "model", "data", "train", "sweep", "fit", "method"}
+_TOP = {"name", "output", "seed", "model", "data", "train", "sweep", "fit", "report", "method"}
 _MODEL: dict[str, type] = {"name": str, "layer": int}
 _DATA: dict[str, type] = {
     "source": str,
@@ -128,6 +129,7 @@ _SWEEP: dict[str, type] = {
     "positions": str,
 }
 _FIT: dict[str, type] = {"starts": int, "max_util_drop": float}
+_REPORT: dict[str, type] = {"samples": int}
 _METHOD: dict[str, type] = {
     "kind": str,
     "objective": str,
@@ -229,13 +231,17 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     for key, want in (("name", str), ("output", str), ("seed", int)):
         if key in raw and (not isinstance(raw[key], want) or isinstance(raw[key], bool)):
             raise where.error(f"expected {want.__name__}, got {raw[key]!r}", "", key)
-    for table in ("model", "data", "train", "sweep", "fit"):
+    for table in ("model", "data", "train", "sweep", "fit", "report"):
         if table in raw and not isinstance(raw[table], dict):
             raise where.error("expected a table", "", table)
     model = raw.get("model", {})
     data = raw.get("data", {})
     sweep = raw.get("sweep", {})
     fit = raw.get("fit", {})
+    report = raw.get("report", {})
+    _check_table(where, report, _REPORT, "report")
+    if report.get("samples", 3) < 0:
+        raise where.error(f"must be at least 0, got {report['samples']}", "report", "samples")
     _check_table(where, model, _MODEL, "model")
     _check_table(where, data, _DATA, "data")
     _check_table(where, sweep, _SWEEP, "sweep")
@@ -352,6 +358,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         positions=sweep.get("positions", "all"),
         fit_starts=fit.get("starts", 16),
         max_util_drop=float(fit.get("max_util_drop", 1.0)),
+        sample_prompts=report.get("samples", 3),
         source=source,
     )
 
@@ -389,10 +396,10 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
     """The experiment at another size.
 
     ``quick``: 6 training pairs, sweeps of 7 points (the fewest a fit accepts) on 3 train and
-    3 test pairs, one epoch: a smoke test of the whole pipeline in a few minutes. ``full``:
-    every pair of both splits, trained and swept, 21 points, two epochs (the paper's
-    Psychopathy and PowerSeeking setting). The output folder gets the profile's name as a
-    suffix.
+    3 test pairs, one epoch, one generated sample: a smoke test of the whole pipeline in a few
+    minutes. ``full``: every pair of both splits, trained and swept, 21 points, two epochs
+    (the paper's Psychopathy and PowerSeeking setting). The output folder gets the profile's
+    name as a suffix.
     """
     if profile == "normal":
         return exp
@@ -404,6 +411,7 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
             sweep_points=7,
             train={**exp.train, "epochs": 1},
             fit_starts=min(exp.fit_starts, 8),
+            sample_prompts=min(exp.sample_prompts, 1),
             output=f"{exp.output}-quick",
         )
     if profile == "full":

@@ -38,10 +38,12 @@ from unisteer.core.sites import middle_layer
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
 from unisteer.data.tokens import within_limit
+from unisteer.evaluate.gains import measured_gains
 from unisteer.experiment.config import Experiment, MethodSpec
 from unisteer.experiment.stages import Stage, digest
 from unisteer.files import OutputLock, check_output_dir, write_json_atomic, write_text_atomic
 from unisteer.fit import FitError
+from unisteer.generation import generate
 from unisteer.model.config import token_limit
 from unisteer.model.load import load_model
 from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
@@ -55,6 +57,7 @@ from unisteer.report.results import (
     FitOutcome,
     MethodResult,
     ModelInfo,
+    Sample,
     SweepTables,
     TrainingSummary,
 )
@@ -64,6 +67,9 @@ from unisteer.training.batches import PrepareCache
 from unisteer.training.trainer import train
 
 Log = Callable[[str], None]
+
+SAMPLE_TOKENS = 48  # new tokens per sample (greedy)
+SAMPLES_FILE = "samples.json"
 
 
 def _pairs_digest(pairs: PairSet) -> str:
@@ -275,6 +281,47 @@ class _Runner:
         self.log(f"  fit: {seconds:.0f} s" + ("" if outcome.ok else f" (failed: {outcome.error})"))
         return outcome, stage
 
+    def samples_stage(
+        self, mdir: Path, delta: Delta, fit: FitOutcome, after: Stage
+    ) -> list[Sample]:
+        """Greedy text for the report: the first ``sample_prompts`` test prompts,
+        unsteered, at the chosen m and at twice it (:data:`SAMPLE_TOKENS` new tokens), all as
+        rows of one batch (a row's m = 0 is the unsteered model exactly)."""
+        prompts = [p.query for p in list(self.data["test"])[: self.exp.sample_prompts]]
+        if not prompts:
+            return []
+        m = fit.chosen_m
+        ms = [0.0] if m is None or m == 0.0 else [0.0, m, 2.0 * m]
+        key = {
+            "stage": "samples",
+            "after": after.content_digest,
+            "prompts": prompts,
+            "ms": ms,
+            "tokens": SAMPLE_TOKENS,
+            "positions": self.exp.positions,
+        }
+        stage = Stage(mdir / "samples", key)
+        if stage.done():
+            rows = json.loads((stage.directory / SAMPLES_FILE).read_text())
+            return [Sample.from_dict(r) for r in rows]
+        stage.start()
+        rows_prompts = [q for _ in ms for q in prompts]
+        rows_m = [x for x in ms for _ in prompts]
+        texts = generate(
+            self.model,
+            self.tok,
+            rows_prompts,
+            delta=delta,
+            m=rows_m,
+            positions=self.exp.positions,  # type: ignore[arg-type]
+            max_new_tokens=SAMPLE_TOKENS,
+            batch_size=len(rows_prompts),
+        )
+        samples = [Sample(q, x, t) for q, x, t in zip(rows_prompts, rows_m, texts, strict=True)]
+        write_json_atomic(stage.directory / SAMPLES_FILE, [x.to_dict() for x in samples])
+        stage.finish()
+        return samples
+
     def eval_stage(
         self, mdir: Path, delta: Delta, fit: FitOutcome, after: Stage, test_table: pd.DataFrame
     ) -> EvalResult:
@@ -303,16 +350,16 @@ class _Runner:
                 include_suffix=self.exp.include_suffix,
                 positions=self.exp.positions,
             )
-            ok = at["util_in_domain"]
+            gains = measured_gains(base, at)
             result = replace(
                 result,
                 chosen_m=m,
                 accuracy=float((at["loss_pos"] < at["loss_neg"]).mean()),
-                pref_gain=float(at["pref_odds"].mean()) - result.pref_m0,
-                util_drop=result.util_m0 - float(at.loc[ok, "util_odds"].mean())
-                if ok.any()
-                else None,
-                n_out_of_domain=int((~ok).sum()),
+                pref_gain=gains.pref_gain,
+                util_drop=gains.util_drop,
+                n_out_of_domain=gains.n_out_of_domain,
+                pref_gain_ci=gains.pref_gain_ci,
+                util_drop_ci=gains.util_drop_ci,
             )
         write_json_atomic(stage.directory / EVAL_RESULT, result.to_dict())
         stage.finish()
@@ -328,6 +375,7 @@ class _Runner:
         test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
         fit, fitted = self.fit_stage(mdir, [(train, s_train), (test, s_test)])
         evaluation = self.eval_stage(mdir, delta, fit, fitted, test.table)
+        samples = self.samples_stage(mdir, delta, fit, fitted)
         return MethodResult(
             name=method.name,
             kind=method.kind,
@@ -344,6 +392,7 @@ class _Runner:
             evaluation=evaluation,
             directory=mdir,
             seconds=time.perf_counter() - t,
+            samples=tuple(samples),
         )
 
 

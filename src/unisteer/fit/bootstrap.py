@@ -48,7 +48,15 @@ def bootstrap_intervals(
             check_points(m, y, kind=fit.kind, label="bootstrap resample")
         except FitError:
             continue
-        sol = solve(model, m, y, n_starts=n_starts, seed=seed + 1 + b, warm=[fit.theta])
+        sol = solve(
+            model,
+            m,
+            y,
+            n_starts=n_starts,
+            seed=seed + 1 + b,
+            warm=[fit.theta],
+            min_width=fit.min_width,
+        )
         if sol.converged:
             thetas.append(sol.theta)
     tail = 100 * (1 - level) / 2

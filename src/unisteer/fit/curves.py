@@ -99,6 +99,31 @@ def decay_slope(m: npt.ArrayLike, d: Array) -> Array:
     return np.asarray(-decay_theta(x, d) * 2.0 * p * u / (lscale + u * u), dtype=np.float64)
 
 
+def feature_widths(d: Array) -> tuple[float, float]:
+    """The narrowest feature of D on each side, (w₊, w₋): the smaller of the peak's scale √L
+    and the half-width at half maximum √(L·(2^{1/p} - 1)) (where D = 1/2). A fit whose width
+    is below the grid spacing draws a spike or a cusp the data cannot show; see
+    :func:`grid_resolution`."""
+    out = []
+    for lscale, p in ((d[1], d[2]), (d[4], d[5])):
+        out.append(float(np.sqrt(lscale * min(1.0, float(np.expm1(np.log(2.0) / p))))))
+    return out[0], out[1]
+
+
+def grid_resolution(m: npt.ArrayLike) -> tuple[float, float]:
+    """The coarsest spacing of the distinct multipliers on each side, (h₊, h₋): m ≥ 0 and
+    m ≤ 0 (0 counts on both sides). A side with fewer than two points takes the other's, or
+    the whole range's."""
+    x = np.unique(np.asarray(m, dtype=np.float64))
+    whole = float(np.max(np.diff(x))) if x.size > 1 else 1.0
+    sides = []
+    for part in (x[x >= 0], x[x <= 0]):
+        sides.append(float(np.max(np.diff(part))) if part.size > 1 else None)
+    h_pos = sides[0] if sides[0] is not None else (sides[1] or whole)
+    h_neg = sides[1] if sides[1] is not None else (sides[0] or whole)
+    return h_pos, h_neg
+
+
 def log_decay_at_zero(d: Array) -> tuple[float, float]:
     """(log D(0⁺), log D(0⁻)) = (-p₊·log1p(m₊²/L₊), -p₋·log1p(m₋²/L₋))."""
     return (

@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from unisteer.fit.bootstrap import bootstrap_intervals
-from unisteer.fit.curves import Kind, constraint_violation, model_for
+from unisteer.fit.curves import Kind, constraint_violation, grid_resolution, model_for
 from unisteer.fit.data import CurvePoints, array_points, pair_points, points
 from unisteer.fit.errors import FitError
 from unisteer.fit.result import CurveFit, PairFits, SweepFit, r_squared
@@ -29,10 +29,16 @@ from unisteer.fit.solve import solve
 Data: TypeAlias = "pd.DataFrame | npt.ArrayLike"
 
 
-def fit_points(cp: CurvePoints, *, n_starts: int = 16, seed: int = 0) -> CurveFit:
-    """Fit checked points; the result may be unconverged (no exception here)."""
+def fit_points(
+    cp: CurvePoints, *, n_starts: int = 16, seed: int = 0, resolution: bool = True
+) -> CurveFit:
+    """Fit checked points; the result may be unconverged (no exception here). With
+    ``resolution`` (the default) no feature of the decay may be narrower than the grid's
+    spacing on its side (see :mod:`unisteer.fit.solve`); ``CurveFit.at_resolution`` flags the
+    sides where the fit ended on that bound."""
     model = model_for(cp.kind)
-    sol = solve(model, cp.m, cp.y, n_starts=n_starts, seed=seed)
+    width = grid_resolution(cp.m) if resolution else None
+    sol = solve(model, cp.m, cp.y, n_starts=n_starts, seed=seed, min_width=width)
     fitted = model.value(cp.m, sol.theta)
     return CurveFit(
         kind=cp.kind,
@@ -52,11 +58,13 @@ def fit_points(cp: CurvePoints, *, n_starts: int = 16, seed: int = 0) -> CurveFi
         sem=cp.sem,
         n_pairs=cp.n_pairs,
         label=cp.label,
+        at_resolution=sol.at_resolution,
+        min_width=width,
     )
 
 
 def _fit_pairs(
-    table: pd.DataFrame, kind: Kind, *, n_starts: int, seed: int, strict: bool
+    table: pd.DataFrame, kind: Kind, *, n_starts: int, seed: int, strict: bool, resolution: bool
 ) -> PairFits:
     fits: dict[str, CurveFit] = {}
     errors: dict[str, str] = {}
@@ -68,7 +76,7 @@ def _fit_pairs(
                 raise
             errors[pid] = str(e)
             continue
-        fit = fit_points(cp, n_starts=n_starts, seed=seed)
+        fit = fit_points(cp, n_starts=n_starts, seed=seed, resolution=resolution)
         fits[pid] = fit.check() if strict else fit
     return PairFits(kind, fits, errors)
 
@@ -85,15 +93,18 @@ def fit_curve(
     ci_level: float = 0.95,
     bootstrap_starts: int = 3,
     strict: bool = True,
+    resolution: bool = True,
 ) -> CurveFit | PairFits:
     """Fit one curve kind; see :func:`fit_preference` for the arguments."""
     if (per_pair or bootstrap) and not isinstance(data, pd.DataFrame):
         what = "per-pair fits" if per_pair else "bootstrap intervals over pairs"
         raise FitError(f"{what} need a sweep table with a pair_id column, not arrays")
     if per_pair:
-        return _fit_pairs(data, kind, n_starts=n_starts, seed=seed, strict=strict)
+        return _fit_pairs(
+            data, kind, n_starts=n_starts, seed=seed, strict=strict, resolution=resolution
+        )
     cp = points(data, y, kind)
-    fit = fit_points(cp, n_starts=n_starts, seed=seed)
+    fit = fit_points(cp, n_starts=n_starts, seed=seed, resolution=resolution)
     if strict:
         fit.check()
     if bootstrap and fit.converged:
@@ -113,6 +124,7 @@ class FitOptions(TypedDict, total=False):
     ci_level: float
     bootstrap_starts: int
     strict: bool
+    resolution: bool
 
 
 class CurveFitter(Protocol):
@@ -165,6 +177,7 @@ fit_preference = _fitter(
     ``ci_level`` from B resamples of pairs (with replacement), each refitted from the full-data
     fit plus ``bootstrap_starts`` seeded starts. ``n_starts`` seeded SLSQP starts (≥ 16
     recommended) and ``seed`` make the result deterministic. ``strict``: see the module doc.
+    ``resolution=False`` lifts the bound that keeps the decay no narrower than the grid.
     """,
 )
 

@@ -41,6 +41,12 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _pair_of_bools(value: Any) -> tuple[bool, bool]:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return bool(value[0]), bool(value[1])
+    return False, False
+
+
 @dataclass(frozen=True, eq=False)
 class CurveFit:
     """One fitted curve and how it was obtained.
@@ -71,6 +77,14 @@ class CurveFit:
     ci_level: float | None = None
     n_bootstrap: int = 0
     n_bootstrap_converged: int = 0
+    at_resolution: tuple[bool, bool] = (False, False)  # (m ≥ 0, m < 0) ended on the bound
+    min_width: tuple[float, float] | None = None  # the bound: the grid spacing per side
+
+    @property
+    def unresolved(self) -> bool:
+        """The data pull this fit's decay narrower than the grid resolves (on some side):
+        flagged in every table; more points there would tell what the curve does."""
+        return any(self.at_resolution)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -145,6 +159,8 @@ class CurveFit:
             "n_converged_starts": self.n_converged_starts,
             "seed": self.seed,
             "m_range": list(self.m_range),
+            "at_resolution": list(self.at_resolution),
+            "min_width": None if self.min_width is None else list(self.min_width),
         }
         if self.ci is not None:
             out["ci"] = {k: [_finite(lo), _finite(hi)] for k, (lo, hi) in self.ci.items()}
@@ -228,6 +244,10 @@ class CurveFit:
             ci_level=data.get("ci_level"),
             n_bootstrap=int(data.get("n_bootstrap", 0)),
             n_bootstrap_converged=int(data.get("n_bootstrap_converged", 0)),
+            at_resolution=_pair_of_bools(data.get("at_resolution")),
+            min_width=None
+            if data.get("min_width") is None
+            else (float(data["min_width"][0]), float(data["min_width"][1])),
         )
 
 

@@ -5,6 +5,14 @@ The problem solved for a curve model f(m; θ) and points (mᵢ, yᵢ)::
     minimise    Σᵢ (f(mᵢ; θ) - yᵢ)²
     subject to  log D(0⁺) = log D(0⁻)       (⇔ D(0⁺) = D(0⁻), Eq. 12 continuous at 0)
                 L± ≥ 1e-6·M²,  p± ≥ 1e-6    (L > 0, p > 0)
+                L± ≥ h±²,  L±·(2^{1/p±} - 1) ≥ h±²   (given ``min_width = (h₊, h₋)``)
+
+**Resolution.** With ``min_width`` (:func:`~unisteer.fit.curves.grid_resolution` of the
+multipliers: the coarsest grid spacing on each side), no side of the decay may have its peak
+scale √L or its half-width below that spacing (:func:`~unisteer.fit.curves.feature_widths`):
+a spike or cusp narrower than the gap between two points is a feature the data cannot support
+(the issue's DiffMean spike between two grid points). ``Solution.at_resolution`` says which
+sides ended on that bound, i.e. where the data pull the curve narrower than the grid resolves.
 
 **Scaling.** The optimiser works on a standardised copy: m̃ = m/M with M = max|m|, and
 ỹ = (y - ȳ)/s_y. The model keeps its form under this map (m± = M·m̃±, L± = M²·L̃±,
@@ -66,6 +74,7 @@ class Solution:
     message: str
     n_starts: int
     n_converged: int
+    at_resolution: tuple[bool, bool] = (False, False)
 
 
 @dataclass(frozen=True)
@@ -96,9 +105,30 @@ class _Scale:
         return np.asarray((theta - self.shift) / self.factor, dtype=np.float64)
 
 
-def _bounds(model: CurveModel) -> list[tuple[float, float]]:
-    side = [(-_M_BOUND, _M_BOUND), (L_MIN, _L_MAX), (P_MIN, _P_MAX)]
-    return [(-_LIN_BOUND, _LIN_BOUND)] * model.decay_offset + side + side
+def _bounds(
+    model: CurveModel, l_min: tuple[float, float] = (L_MIN, L_MIN)
+) -> list[tuple[float, float]]:
+    """Box bounds (standardised units); ``l_min`` is (L̃₊, L̃₋)'s lower bound."""
+    sides = [[(-_M_BOUND, _M_BOUND), (lo, _L_MAX), (P_MIN, _P_MAX)] for lo in l_min]
+    return [(-_LIN_BOUND, _LIN_BOUND)] * model.decay_offset + sides[0] + sides[1]
+
+
+def _width_slack(t: Array, k: int, h2: tuple[float, float]) -> Array:
+    """log(L·(2^{1/p} - 1)) - log h² per side (≥ 0 when the half-width is resolved)."""
+    out = []
+    for j, hh in zip((k, k + 3), h2, strict=True):
+        out.append(np.log(t[j + 1]) + np.log(np.expm1(np.log(2.0) / t[j + 2])) - np.log(hh))
+    return np.array(out)
+
+
+def _width_slack_jacobian(t: Array, k: int) -> Array:
+    jac = np.zeros((2, t.size))
+    for row, j in enumerate((k, k + 3)):
+        p = t[j + 2]
+        e = np.log(2.0) / p
+        jac[row, j + 1] = 1.0 / t[j + 1]
+        jac[row, j + 2] = -e / p * np.exp(e) / np.expm1(e)
+    return jac
 
 
 def _linear_fit(model: CurveModel, m: Array, y: Array, d: Array) -> Array:
@@ -134,6 +164,7 @@ def solve(
     n_starts: int = 16,
     seed: int = 0,
     warm: Sequence[Array] = (),
+    min_width: tuple[float, float] | None = None,
 ) -> Solution:
     """Fit ``model`` to (m, y) from ``len(warm) + n_starts`` starts; see the module docstring."""
     if n_starts < 1:
@@ -143,7 +174,13 @@ def solve(
     ys = (y - float(np.mean(y))) / float(np.std(y))
     n = ms.size
     k = model.decay_offset
-    bounds = _bounds(model)
+    big_m = float(np.max(np.abs(m)))
+    h2 = (
+        (0.0, 0.0)
+        if min_width is None
+        else ((min_width[0] / big_m) ** 2, (min_width[1] / big_m) ** 2)
+    )
+    bounds = _bounds(model, (max(L_MIN, h2[0]), max(L_MIN, h2[1])))
     lo, hi = np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
 
     cache: dict[bytes, Array] = {}
@@ -170,9 +207,21 @@ def solve(
         g[k:] = continuity_gap_gradient(t[k:])
         return g
 
-    constraint = {"type": "eq", "fun": gap, "jac": gap_grad}
+    constraints: list[dict[str, object]] = [{"type": "eq", "fun": gap, "jac": gap_grad}]
+    if min_width is not None:
+        constraints.append(
+            {
+                "type": "ineq",
+                "fun": lambda t: _width_slack(t, k, h2),
+                "jac": lambda t: _width_slack_jacobian(t, k),
+            }
+        )
+
+    def feasible(t: Array) -> bool:
+        return min_width is None or bool(np.all(_width_slack(t, k, h2) >= -1e-6))
+
     starts = [np.clip(scale.to_scaled(w), lo, hi) for w in warm]
-    starts += _starts(model, ms, ys, n_starts, seed)
+    starts += [np.clip(t, lo, hi) for t in _starts(model, ms, ys, n_starts, seed)]
 
     best: tuple[float, int, Array] | None = None
     fallback: tuple[float, int, Array, int, str] | None = None
@@ -186,7 +235,7 @@ def solve(
                 jac=gradient,
                 method="SLSQP",
                 bounds=bounds,
-                constraints=[constraint],
+                constraints=constraints,
                 options={"maxiter": _MAXITER, "ftol": _FTOL},
             )
             x = np.asarray(res.x, dtype=np.float64)
@@ -195,7 +244,7 @@ def solve(
             messages[str(res.message)] += 1
             if not np.isfinite(f) or not np.all(np.isfinite(x)):
                 continue
-            if bool(res.success) and g <= CONSTRAINT_TOL:
+            if bool(res.success) and g <= CONSTRAINT_TOL and feasible(x):
                 n_ok += 1
                 if best is None or f < best[0]:
                     best = (f, i, x)
@@ -204,6 +253,11 @@ def solve(
                 fallback = (penalised, i, x, int(res.status), str(res.message))
     total = len(starts)
     if best is not None:
+        at_bound = (False, False)
+        if min_width is not None:
+            slack = _width_slack(best[2], k, h2)
+            l_at = (best[2][k + 1] <= 1.01 * h2[0], best[2][k + 4] <= 1.01 * h2[1])
+            at_bound = (bool(slack[0] <= 0.02 or l_at[0]), bool(slack[1] <= 0.02 or l_at[1]))
         return Solution(
             scale.to_original(best[2]),
             True,
@@ -211,6 +265,7 @@ def solve(
             f"{n_ok} of {total} starts converged; best is start {best[1]}",
             total,
             n_ok,
+            at_bound,
         )
     said = "; ".join(f"{msg!r} ×{c}" for msg, c in messages.most_common())
     if fallback is None:

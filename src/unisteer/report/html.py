@@ -15,7 +15,7 @@ from typing import Any
 from unisteer.files import write_text_atomic
 from unisteer.fit import MultiplierChoice, SweepFit
 from unisteer.report.plots import plot_frontier
-from unisteer.report.results import ExperimentResults, MethodResult
+from unisteer.report.results import ExperimentResults, FitOutcome, MethodResult
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -27,6 +27,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
         return str(value)
     if isinstance(value, float):
         return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
     return str(value)
 
 
@@ -49,16 +51,36 @@ def method_row(m: MethodResult) -> dict[str, Any]:
                 fit_pref_gain=_number(fit.choice.pref_gain),
                 fit_util_drop=_number(fit.choice.util_drop),
             )
+        row["unresolved"] = _unresolved(fit)
     else:
         row["fit_error"] = fit.error
     ev = m.evaluation
     row.update(
         test_pref_gain=_number(ev.pref_gain),
+        test_pref_gain_ci=_interval(ev.pref_gain_ci),
         test_util_drop=_number(ev.util_drop),
+        test_util_drop_ci=_interval(ev.util_drop_ci),
         accuracy_m0=_number(ev.accuracy_m0),
         accuracy=_number(ev.accuracy),
     )
     return row
+
+
+def _interval(ci: tuple[float, float] | None) -> list[float | None] | None:
+    return None if ci is None else [_number(ci[0]), _number(ci[1])]
+
+
+def _unresolved(fit: FitOutcome) -> str:
+    """The fitted curves whose decay ended at the grid's resolution (see ``fit/solve.py``):
+    the data pull them narrower than the grid spacing, so more points are needed there."""
+    names = []
+    for split, sweep_fit in (("train", fit.train), ("test", fit.test)):
+        if sweep_fit is None:
+            continue
+        for curve in ("preference", "utility"):
+            if getattr(sweep_fit, curve).unresolved:
+                names.append(f"{split} {curve[:4]}")
+    return ", ".join(names) if names else "none"
 
 
 _COLUMNS = [
@@ -73,9 +95,12 @@ _COLUMNS = [
     ("fit_pref_gain", "PrefOdds gain (fit)"),
     ("fit_util_drop", "UtilOdds drop (fit)"),
     ("test_pref_gain", "PrefOdds gain (test)"),
+    ("test_pref_gain_ci", "95% CI"),
     ("test_util_drop", "UtilOdds drop (test)"),
+    ("test_util_drop_ci", "95% CI"),
     ("accuracy_m0", "accuracy m=0"),
     ("accuracy", "accuracy at m"),
+    ("unresolved", "fits at grid resolution"),
 ]
 
 
@@ -129,7 +154,8 @@ def summary_markdown(results: ExperimentResults) -> str:
         f"multipliers on {data.n_sweep_train} train and "
         f"{data.n_test} test pairs). Chosen m: the largest fitted PrefOdds with "
         f"a fitted UtilOdds drop of at most {exp.max_util_drop:g} nat (train fit); "
-        '"test" columns are measured on the test pairs at that m.',
+        '"test" columns are measured on the test pairs at that m (95% bootstrap intervals '
+        "over test pairs); both plots of a method mark the m chosen on the train fit.",
         "",
         *_skipped_lines(data.skipped),
         "| " + " | ".join(title for _, title in _COLUMNS) + " |",
@@ -159,7 +185,31 @@ img { max-width: 100%; border: 1px solid #eee; }
 .pair figure { flex: 1 1 45%; margin: 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 .error { color: #b00; }
+td.text { text-align: left; vertical-align: top; max-width: 24em; white-space: pre-wrap; }
 """
+
+
+def _samples_table(m: MethodResult) -> list[str]:
+    """Greedy text on test prompts, one row per prompt and one column per multiplier
+    (unsteered, the chosen m, twice it), so a reader sees where utility goes."""
+    if not m.samples:
+        return []
+    ms = sorted({x.m for x in m.samples}, key=abs)
+    names = {0.0: "unsteered (m = 0)"}
+    if len(ms) == 3:
+        names[ms[1]] = f"chosen m = {_fmt(ms[1])}"
+        names[ms[2]] = f"2 × chosen m = {_fmt(ms[2])}"
+    head = "".join(f"<th>{html.escape(names.get(x, f'm = {_fmt(x)}'))}</th>" for x in ms)
+    rows = []
+    for prompt in dict.fromkeys(x.prompt for x in m.samples):
+        texts = {x.m: x.text for x in m.samples if x.prompt == prompt}
+        cells = "".join(f"<td class='text'>{html.escape(texts.get(x, ''))}</td>" for x in ms)
+        rows.append(f"<tr><td class='text'>{html.escape(prompt)}</td>{cells}</tr>")
+    return [
+        "<h3>Generations on test prompts (greedy)</h3>",
+        f"<table class='samples'><thead><tr><th>prompt</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>",
+    ]
 
 
 def report_html(results: ExperimentResults, out: Path) -> str:
@@ -183,7 +233,10 @@ def report_html(results: ExperimentResults, out: Path) -> str:
         f"{data.n_sweep_train} train and {data.n_test} test pairs. "
         f"The chosen m maximises the fitted PrefOdds with a fitted UtilOdds drop of at most "
         f"{exp.max_util_drop:g} nat (train fit); the test columns are measured on the test "
-        "pairs at that m. Accuracy: the fraction of test pairs with P(A_p) &gt; P(A_n).</p>",
+        "pairs at that m, each with a 95% bootstrap interval over the test pairs. Both plots of "
+        "a method mark the m chosen on the train fit. A fit listed under 'fits at grid "
+        "resolution' wanted a feature narrower than the grid spacing (bounded there). "
+        "Accuracy: the fraction of test pairs with P(A_p) &gt; P(A_n).</p>",
         *(f"<p class='skipped'>{html.escape(x)}</p>" for x in _skipped_lines(data.skipped) if x),
         "<h2>Methods</h2>",
         f"<table id='methods'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
@@ -215,6 +268,7 @@ def report_html(results: ExperimentResults, out: Path) -> str:
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
         parts.append("</div>")
+        parts += _samples_table(m)
     saved = results.to_dict()
     config = {k: saved[k] for k in ("experiment", "data", "model", "versions", "timings")}
     config["peak_memory_mb"] = saved["peak_memory_mb"]

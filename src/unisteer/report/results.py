@@ -182,6 +182,12 @@ class FitOutcome:
 # -- the eval stage -----------------------------------------------------------------------------
 
 
+def _interval(value: Any) -> tuple[float, float] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    return _float(value[0]), _float(value[1])
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """Measured on the test pairs: accuracy (the fraction with P(A_p) > P(A_n)) and mean
@@ -197,6 +203,8 @@ class EvalResult:
     pref_gain: float | None = None
     util_drop: float | None = None
     n_out_of_domain: int | None = None
+    pref_gain_ci: tuple[float, float] | None = None  # 95% bootstrap over test pairs
+    util_drop_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -211,6 +219,8 @@ class EvalResult:
                 pref_gain=self.pref_gain,
                 util_drop=self.util_drop,
                 n_out_of_domain=self.n_out_of_domain,
+                pref_gain_ci=None if self.pref_gain_ci is None else list(self.pref_gain_ci),
+                util_drop_ci=None if self.util_drop_ci is None else list(self.util_drop_ci),
             )
         return dict(json_safe(out))
 
@@ -230,6 +240,8 @@ class EvalResult:
             pref_gain=opt("pref_gain"),
             util_drop=opt("util_drop"),
             n_out_of_domain=None if n_out is None else int(n_out),
+            pref_gain_ci=_interval(data.get("pref_gain_ci")),
+            util_drop_ci=_interval(data.get("util_drop_ci")),
         )
 
     @classmethod
@@ -284,6 +296,22 @@ class TrainingSummary:
         )
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One greedy generation for the report: a test prompt, the multiplier, the text."""
+
+    prompt: str
+    m: float
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "m": self.m, "text": self.text}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
+        return cls(str(data["prompt"]), _float(data["m"]), str(data["text"]))
+
+
 @dataclass(eq=False)
 class MethodResult:
     """One steering method of an experiment: its delta, sweeps, fit and evaluation.
@@ -306,6 +334,7 @@ class MethodResult:
     evaluation: EvalResult
     directory: Path
     seconds: float
+    samples: tuple[Sample, ...] = ()  # unsteered, at the chosen m and at twice it
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -322,6 +351,7 @@ class MethodResult:
             "means": {split: _records(frame) for split, frame in self.means.items()},
             "fit": self.fit.to_dict(),
             "eval": self.evaluation.to_dict(),
+            "samples": [x.to_dict() for x in self.samples],
             "dir": str(self.directory),
             "seconds": self.seconds,
         }
@@ -345,6 +375,7 @@ class MethodResult:
             evaluation=EvalResult.from_dict(data["eval"]),
             directory=Path(data["dir"]),
             seconds=float(data["seconds"]),
+            samples=tuple(Sample.from_dict(x) for x in data.get("samples") or ()),
         )
 
 

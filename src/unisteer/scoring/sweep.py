@@ -185,7 +185,9 @@ def sweep(
     nll = np.zeros((n, len(grid), 2))
     counts = np.zeros((n, 2), dtype=np.int64)
     nonzero = [j for j, m in enumerate(grid) if m != 0.0]
-    want_fast = method == "fast" and delta is not None and bool(nonzero)
+    # One nonzero m costs one steered forward pass on the naive path; the fast path's
+    # exactness check alone costs more (see unisteer.replay.check), so it starts at two.
+    want_fast = method == "fast" and delta is not None and len(nonzero) >= 2
     runner: Runner[Any] | None = None
     stacked: StackedRunner | None = None
     decided = not want_fast
