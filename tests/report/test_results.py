@@ -68,7 +68,7 @@ FITS = [
 ]  # fmt: skip
 EVAL = [
     "accuracy_m0", "pref_m0", "util_m0", "chosen_m", "accuracy", "pref_gain", "util_drop",
-    "n_out_of_domain",
+    "n_out_of_domain", "pref_gain_ci", "util_drop_ci",
 ]  # fmt: skip
 
 
