@@ -241,3 +241,29 @@ def test_an_output_changed_under_an_intact_record_reruns_its_stage(setup: dict[s
     assert [_without_times(m.to_dict()) for m in again.methods] == [
         _without_times(m.to_dict()) for m in first.methods
     ]
+
+
+def test_an_adaptive_sweep_records_its_added_points_and_the_test_sweep_shares_them(
+    setup: dict[str, Any],
+) -> None:
+    exp = setup["exp"].replace(adaptive=True, refine_rounds=2, max_util_drop=0.02)
+    results = run(setup, exp=exp)
+    out = setup["out"]
+    n_added = 0
+    for m in results.methods:
+        d = out / "methods" / m.name
+        info = json.loads((d / "sweep_train" / "stage.json").read_text())["info"]
+        table = pd.read_parquet(d / "sweep_train" / "sweep.parquet")
+        added = info["added"]
+        n_added += len(added)
+        assert {a["m"] for a in added} == set(table.loc[table["added"] > 0, "m"])
+        assert set(table.loc[table["added"] == 0, "reason"]) == {"coarse grid"}
+        assert all(a["reason"] and a["round"] in (1, 2) and a["tolerance"] > 0 for a in added)
+        test = pd.read_parquet(d / "sweep_test" / "sweep.parquet")
+        assert sorted(set(test["m"])) == sorted(set(table["m"])) == m.grid
+        means = pd.read_parquet(d / "sweep_train" / "means.parquet")
+        assert list(means["m"]) == sorted(means["m"]) and "reason" in means.columns
+    assert n_added > 0
+    log: list[str] = []
+    run(setup, log, exp)  # the adaptive stage is cached like any other
+    assert sum("sweep train: done before" in line for line in log) == 2

@@ -9,15 +9,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from unisteer.fit import fit_preference, fit_utility
-from unisteer.fit.curves import feature_widths, grid_resolution
+from unisteer.fit.curves import feature_widths, grid_resolution, local_spacing
 
 GRID = np.linspace(-12.0, 12.0, 13)  # spacing 2
 
 
-def test_grid_resolution_is_the_coarsest_spacing_per_side() -> None:
+def test_grid_resolution_is_the_finest_spacing_per_side() -> None:
     assert grid_resolution(GRID) == (2.0, 2.0)
     assert grid_resolution([-8, -4, 0, 1, 2, 3]) == (1.0, 4.0)
-    assert grid_resolution([0, 1, 3]) == (2.0, 2.0)  # no negative side: the other's
+    assert grid_resolution([0, 1, 3]) == (1.0, 1.0)  # no negative side: the other's
+
+
+def test_local_spacing_is_the_interval_holding_the_point() -> None:
+    m = [-8, -4, 0, 0.5, 1, 4, 8]
+    assert local_spacing(m, 0.7) == 0.5 and local_spacing(m, 2.0) == 3.0
+    assert local_spacing(m, -100.0) == 4.0 and local_spacing(m, 8.0) == 4.0
 
 
 @settings(max_examples=30, deadline=None)

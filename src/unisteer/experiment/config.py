@@ -91,6 +91,8 @@ class Experiment:
     reduction: str = "sum"
     include_suffix: bool = False
     positions: str = "all"
+    adaptive: bool = False  # refine the train sweep where the choice of m is decided
+    refine_rounds: int = 3
     fit_starts: int = 16
     max_util_drop: float = 1.0
     sample_prompts: int = 3  # test prompts generated for the report, per method ([report])
@@ -127,6 +129,8 @@ _SWEEP: dict[str, type] = {
     "reduction": str,
     "include_suffix": bool,
     "positions": str,
+    "adaptive": bool,
+    "refine_rounds": int,
 }
 _FIT: dict[str, type] = {"starts": int, "max_util_drop": float}
 _REPORT: dict[str, type] = {"samples": int}
@@ -281,6 +285,8 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         raise where.error("expected 'sum' or 'mean'", "sweep", "reduction")
     if sweep.get("positions", "all") not in ("all", "prompt", "completion"):
         raise where.error("expected 'all', 'prompt' or 'completion'", "sweep", "positions")
+    if sweep.get("refine_rounds", 3) < 1:
+        raise where.error("must be at least 1", "sweep", "refine_rounds")
     if fit.get("starts", 16) < 1:
         raise where.error("must be at least 1", "fit", "starts")
     source_value = data.get("source", "default:optimism")
@@ -356,6 +362,8 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         reduction=sweep.get("reduction", "sum"),
         include_suffix=sweep.get("include_suffix", False),
         positions=sweep.get("positions", "all"),
+        adaptive=sweep.get("adaptive", False),
+        refine_rounds=sweep.get("refine_rounds", 3),
         fit_starts=fit.get("starts", 16),
         max_util_drop=float(fit.get("max_util_drop", 1.0)),
         sample_prompts=report.get("samples", 3),
@@ -412,6 +420,7 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
             train={**exp.train, "epochs": 1},
             fit_starts=min(exp.fit_starts, 8),
             sample_prompts=min(exp.sample_prompts, 1),
+            refine_rounds=1,
             output=f"{exp.output}-quick",
         )
     if profile == "full":

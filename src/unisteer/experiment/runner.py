@@ -42,7 +42,8 @@ from unisteer.evaluate.gains import measured_gains
 from unisteer.experiment.config import Experiment, MethodSpec
 from unisteer.experiment.stages import Stage, digest
 from unisteer.files import OutputLock, check_output_dir, write_json_atomic, write_text_atomic
-from unisteer.fit import FitError
+from unisteer.fit import FitError, choose_multiplier, fit_sweep
+from unisteer.fit.refine import default_tolerance, refinement_points
 from unisteer.generation import generate
 from unisteer.model.config import token_limit
 from unisteer.model.load import load_model
@@ -63,6 +64,7 @@ from unisteer.report.results import (
 )
 from unisteer.scoring.grid import parse_grid, symmetric_grid
 from unisteer.scoring.sweep import score_pairs, sweep
+from unisteer.scoring.table import SweepResult
 from unisteer.training.batches import PrepareCache
 from unisteer.training.trainer import train
 
@@ -211,12 +213,21 @@ class _Runner:
         return delta, stage
 
     def sweep_stage(
-        self, method: MethodSpec, mdir: Path, delta: Delta, after: Stage, split: str
+        self,
+        method: MethodSpec,
+        mdir: Path,
+        delta: Delta,
+        after: Stage,
+        split: str,
+        grid: list[float] | None = None,
     ) -> tuple[SweepTables, Stage, list[float]]:
-        """Sweep ``split``'s pairs over the grid; the tables in memory (read back from disk
-        only when the stage was done before)."""
-        grid = _grid(method, delta, self.exp.sweep_points)
+        """Sweep ``split``'s pairs over the grid (``grid``, else the method's); the tables in
+        memory (read back from disk only when the stage was done before). With
+        ``[sweep] adaptive`` the train sweep adds points where the choice of m is decided
+        (:mod:`unisteer.fit.refine`) and returns the grid it ended with."""
+        grid = grid if grid is not None else _grid(method, delta, self.exp.sweep_points)
         pairs = self.data["sweep_train" if split == "train" else "test"]
+        adaptive = self.exp.adaptive and split == "train"
         key = {
             "stage": f"sweep_{split}",
             "after": after.content_digest,
@@ -226,25 +237,86 @@ class _Runner:
             "include_suffix": self.exp.include_suffix,
             "positions": self.exp.positions,
         }
+        if adaptive:
+            key["adaptive"] = {
+                "rounds": self.exp.refine_rounds,
+                "max_util_drop": self.exp.max_util_drop,
+                "starts": self.exp.fit_starts,
+            }
         stage = Stage(mdir / f"sweep_{split}", key)
         if stage.done():
             self.log(f"  sweep {split}: done before")
-            return SweepTables.load(stage.directory), stage, grid
+            tables = SweepTables.load(stage.directory)
+            return tables, stage, sorted(float(x) for x in tables.table["m"].unique())
         stage.start()
-        result = sweep(
-            self.model,
-            self.tok,
-            pairs,
-            delta,
-            grid,
-            reduction=self.exp.reduction,  # type: ignore[arg-type]
-            include_suffix=self.exp.include_suffix,
-            positions=self.exp.positions,  # type: ignore[arg-type]
-            progress=self.progress,
-        )
+
+        def run(ms: list[float]) -> SweepResult:
+            return sweep(
+                self.model,
+                self.tok,
+                pairs,
+                delta,
+                ms,
+                reduction=self.exp.reduction,  # type: ignore[arg-type]
+                include_suffix=self.exp.include_suffix,
+                positions=self.exp.positions,  # type: ignore[arg-type]
+                progress=self.progress,
+            )
+
+        result = run(grid)
+        added: list[dict[str, Any]] = []
+        if adaptive:
+            result, added = self._refine(result, grid, run)
         result.save(stage.directory)
-        self.log(f"  sweep {split}: {stage.finish(method=result.meta['method']):.0f} s")
-        return SweepTables.of(result), stage, grid
+        info = {"method": result.meta["method"], "added": added}
+        seconds = stage.finish(**info)
+        more = f", {len(added)} points added" if adaptive else ""
+        self.log(f"  sweep {split}: {seconds:.0f} s{more}")
+        return SweepTables.of(result), stage, sorted(float(x) for x in result.table["m"].unique())
+
+    def _refine(
+        self, result: SweepResult, grid: list[float], run: Callable[[list[float]], SweepResult]
+    ) -> tuple[SweepResult, list[dict[str, Any]]]:
+        """The adaptive rounds: fit, ask :func:`refinement_points` where to measure, measure
+        there, until a round adds nothing or ``refine_rounds`` are done. The table gains an
+        ``added`` column: the round (0 for the coarse grid) and ``reason`` for every row."""
+        tol = default_tolerance(grid)
+        table = result.table.assign(added=0, reason="coarse grid")
+        added: list[dict[str, Any]] = []
+        for round_ in range(1, self.exp.refine_rounds + 1):
+            current = replace(result, table=table)
+            means = current.means()
+            try:
+                fitted = fit_sweep(table, n_starts=self.exp.fit_starts, strict=False)
+                choice = (
+                    choose_multiplier(fitted, self.exp.max_util_drop) if fitted.converged else None
+                )
+            except FitError:
+                break
+            points = refinement_points(
+                fitted,
+                means["m"].to_numpy(),
+                means["util_odds"].to_numpy(),
+                max_util_drop=self.exp.max_util_drop,
+                tol=tol,
+                choice=choice,
+            )
+            if not points:
+                break
+            more = run([r.m for r in points]).table
+            reasons = {r.m: r.reason for r in points}
+            more = more.assign(added=round_, reason=[reasons[float(x)] for x in more["m"]])
+            table = pd.concat([table, more], ignore_index=True)
+            added += [{**r.to_dict(), "round": round_, "tolerance": tol} for r in points]
+        order = {pid: i for i, pid in enumerate(dict.fromkeys(table["pair_id"]))}
+        table = (
+            table.assign(_order=table["pair_id"].map(order))
+            .sort_values(["_order", "m"], kind="stable")
+            .drop(columns="_order")
+            .reset_index(drop=True)
+        )
+        ms = sorted(float(x) for x in table["m"].unique())
+        return replace(result, table=table, meta={**result.meta, "ms": ms, "added": added}), added
 
     def fit_stage(
         self, mdir: Path, sweeps: list[tuple[SweepTables, Stage]]
@@ -372,7 +444,7 @@ class _Runner:
         t = time.perf_counter()
         delta, trained = self.train_stage(method, mdir)
         train, s_train, grid = self.sweep_stage(method, mdir, delta, trained, "train")
-        test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
+        test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test", grid)
         fit, fitted = self.fit_stage(mdir, [(train, s_train), (test, s_test)])
         evaluation = self.eval_stage(mdir, delta, fit, fitted, test.table)
         samples = self.samples_stage(mdir, delta, fit, fitted)

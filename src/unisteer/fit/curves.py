@@ -111,17 +111,30 @@ def feature_widths(d: Array) -> tuple[float, float]:
 
 
 def grid_resolution(m: npt.ArrayLike) -> tuple[float, float]:
-    """The coarsest spacing of the distinct multipliers on each side, (h₊, h₋): m ≥ 0 and
-    m ≤ 0 (0 counts on both sides). A side with fewer than two points takes the other's, or
-    the whole range's."""
+    """The finest spacing of the distinct multipliers on each side, (h₊, h₋): m ≥ 0 and m ≤ 0
+    (0 counts on both sides). A uniform grid gives its spacing; an adaptive sweep's added
+    points make it finer where they were added, and :func:`local_spacing` then says whether a
+    fitted feature sits where the grid is that fine. A side with fewer than two points takes
+    the other's, or the whole range's."""
     x = np.unique(np.asarray(m, dtype=np.float64))
-    whole = float(np.max(np.diff(x))) if x.size > 1 else 1.0
+    whole = float(np.min(np.diff(x))) if x.size > 1 else 1.0
     sides = []
     for part in (x[x >= 0], x[x <= 0]):
-        sides.append(float(np.max(np.diff(part))) if part.size > 1 else None)
+        sides.append(float(np.min(np.diff(part))) if part.size > 1 else None)
     h_pos = sides[0] if sides[0] is not None else (sides[1] or whole)
     h_neg = sides[1] if sides[1] is not None else (sides[0] or whole)
     return h_pos, h_neg
+
+
+def local_spacing(m: npt.ArrayLike, at: float) -> float:
+    """The gap between the measured multipliers around ``at`` (clipped to the measured range):
+    the length of the grid interval that holds it."""
+    x = np.unique(np.asarray(m, dtype=np.float64))
+    if x.size < 2:
+        return float("inf")
+    a = float(np.clip(at, x[0], x[-1]))
+    i = int(np.clip(np.searchsorted(x, a, side="right"), 1, x.size - 1))
+    return float(x[i] - x[i - 1])
 
 
 def log_decay_at_zero(d: Array) -> tuple[float, float]:

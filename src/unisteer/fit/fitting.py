@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, TypeAlias, TypedDict, Unpack, cast, overload
 
+import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from unisteer.fit.bootstrap import bootstrap_intervals
-from unisteer.fit.curves import Kind, constraint_violation, grid_resolution, model_for
+from unisteer.fit.curves import (
+    CurveModel,
+    Kind,
+    constraint_violation,
+    feature_widths,
+    grid_resolution,
+    local_spacing,
+    model_for,
+)
 from unisteer.fit.data import CurvePoints, array_points, pair_points, points
 from unisteer.fit.errors import FitError
 from unisteer.fit.result import CurveFit, PairFits, SweepFit, r_squared
@@ -58,9 +67,26 @@ def fit_points(
         sem=cp.sem,
         n_pairs=cp.n_pairs,
         label=cp.label,
-        at_resolution=sol.at_resolution,
+        at_resolution=_unresolved_sides(cp.m, sol.theta, model, sol.at_resolution),
         min_width=width,
     )
+
+
+def _unresolved_sides(
+    m: npt.NDArray[np.float64],
+    theta: npt.NDArray[np.float64],
+    model: CurveModel,
+    at_bound: tuple[bool, bool],
+) -> tuple[bool, bool]:
+    """Per side: the fit ended on the resolution bound, or its feature is narrower than the
+    grid interval around its peak (possible where an adaptive sweep refined elsewhere)."""
+    d = model.decay_part(theta)
+    widths = feature_widths(d)
+    out = []
+    for j, (width, bound) in enumerate(zip(widths, at_bound, strict=True)):
+        peak = float(d[3 * j])
+        out.append(bool(bound or width < local_spacing(m, peak) * (1 - 1e-6)))
+    return out[0], out[1]
 
 
 def _fit_pairs(

@@ -73,6 +73,8 @@ def summarize_sweep(table: pd.DataFrame) -> pd.DataFrame:
                 "n_out_of_domain": int((~g["util_in_domain"]).sum()),
                 "loss_pos": float(g["loss_pos"].mean()),
                 "loss_neg": float(g["loss_neg"].mean()),
+                # an adaptive sweep's round and reason for this m (unisteer.fit.refine)
+                **{c: g[c].iloc[0] for c in ("added", "reason") if c in g.columns},
             }
         )
     return pd.DataFrame(rows)
