@@ -13,6 +13,11 @@ On the first two the unsteered default model already prefers the positive answer
 ``pirate`` and ``archaic`` it prefers the negative, which leaves steering room to show an
 effect (``unisteer data inspect default --model smollm2-135m-instruct`` measures it; the
 numbers are in ``docs/results.md``).
+
+``concepts/pirate_multiturn.jsonl`` holds 64 further pirate pairs whose queries are
+conversations (user, assistant, user, ...), all marked ``test``, for the multi-turn transfer
+experiment of issue 15. It is not one of :data:`DEFAULT_CONCEPTS`: a query is a single string
+until multi-turn pairs are supported.
 """
 
 from __future__ import annotations
