@@ -8,8 +8,8 @@ over budget), so the choice collapses to m = 0. :func:`refinement_points` propos
 
 * inside the measured bracket of the budget crossing (the last measured m whose mean utility
   drop is within δ and the next one, which is not) while it is wider than ``tol``: the fitted
-  crossing when it lies inside the bracket, else the bracket's midpoint (so each round at
-  least halves the bracket, whatever the fit says);
+  crossing when it lies more than ``tol`` inside the bracket, else the bracket's midpoint (so
+  each round at least halves the bracket, whatever the fit says, until it is ``tol`` wide);
 * the fitted end of the linear region, and the chosen m itself, when no measured point lies
   within ``tol`` of them.
 
@@ -119,7 +119,10 @@ def refinement_points(
 
     kept: list[Refinement] = []
     for r in out:
-        near_measured = np.min(np.abs(m - r.m)) <= tol
+        # a bisection of a bracket wider than tol is tol/2 or more from its ends; any other
+        # point is only worth measuring where nothing within tol was measured
+        reach = tol / 2 if r.reason.startswith("bisects") else tol
+        near_measured = np.min(np.abs(m - r.m)) < reach
         near_kept = any(abs(k.m - r.m) <= tol for k in kept)
         if not near_measured and not near_kept:
             kept.append(Refinement(float(np.round(r.m, 6)), r.reason))
