@@ -70,6 +70,11 @@ def test_a_good_file_reads_into_an_experiment() -> None:
         ),
         (('name = "my-lora"', 'name = "vector-diffmean"'), r"two methods are named"),
         (("[data]", "[data"), r"t\.toml: not valid TOML"),
+        (
+            ("gamma = 3.0", "gamma = 3.0\n[report]\nsamples = -1"),
+            r"t\.toml:27: report\.samples: must",
+        ),
+        (("gamma = 3.0", "gamma = 3.0\n[sweep]\nrefine_rounds = 0"), r"sweep\.refine_rounds: must"),
         (("train_pairs = 10", "max_tokens = 0"), r"t\.toml:10: data\.max_tokens: must be"),
         (("train_pairs = 10", 'lenient = "yes"'), r"t\.toml:10: data\.lenient: expected bool"),
         (
