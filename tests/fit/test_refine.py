@@ -38,6 +38,9 @@ def plan(table: pd.DataFrame, tol: float) -> tuple[list[float], object]:
 def test_the_first_round_brackets_the_budget_crossing_on_both_signs() -> None:
     tol = default_tolerance(COARSE)
     assert tol == pytest.approx(1.5)
+    # fewer coarse points: the same resolution (1/80 of the range), not a quarter of the step
+    assert default_tolerance(np.linspace(-60, 60, 11)) == pytest.approx(1.5)
+    assert default_tolerance(np.linspace(-60, 60, 41)) == pytest.approx(0.75)
     table = measure(COARSE)
     fit = fit_sweep(table, strict=False)
     means = summarize_sweep(table)

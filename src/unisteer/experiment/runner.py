@@ -47,6 +47,7 @@ from unisteer.fit.refine import default_tolerance, refinement_points
 from unisteer.generation import generate
 from unisteer.model.config import token_limit
 from unisteer.model.load import load_model
+from unisteer.replay.cache import ReplayCache
 from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
 from unisteer.report.results import (
     EVAL_RESULT,
@@ -145,6 +146,9 @@ class _Runner:
         self.exp, self.out, self.model, self.tok = exp, out, model, tokenizer
         self.progress, self.log = progress, log
         self.cache = PrepareCache()
+        # Every sweep of the experiment shares the fast path's self-check and the captures
+        # (the same pairs at the same layer, for every method and adaptive round).
+        self.replay = ReplayCache(model)
         self.fingerprint = model_fingerprint(model, tokenizer)
         self.layer = exp.layer if exp.layer is not None else middle_layer(model)
         self.limit = token_limit(model, exp.max_tokens)
@@ -261,6 +265,7 @@ class _Runner:
                 include_suffix=self.exp.include_suffix,
                 positions=self.exp.positions,  # type: ignore[arg-type]
                 progress=self.progress,
+                cache=self.replay,
             )
 
         result = run(grid)
@@ -421,6 +426,7 @@ class _Runner:
                 reduction=self.exp.reduction,
                 include_suffix=self.exp.include_suffix,
                 positions=self.exp.positions,
+                cache=self.replay,
             )
             gains = measured_gains(base, at)
             result = replace(

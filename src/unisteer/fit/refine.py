@@ -42,11 +42,19 @@ class Refinement:
         return {"m": self.m, "reason": self.reason}
 
 
+#: The resolution the chosen m is refined to, as a fraction of the coarse grid's range: a
+#: quarter of the spacing of the 21-point grid, however few points the coarse grid has.
+RANGE_FRACTION = 1 / 80
+
+
 def default_tolerance(grid: Sequence[float]) -> float:
-    """A quarter of the coarse grid's largest spacing: the resolution the chosen m is
-    refined to."""
+    """The resolution the chosen m is refined to: a quarter of the coarse grid's largest
+    spacing, or :data:`RANGE_FRACTION` of its range when that is finer (so a coarse grid of
+    few points is refined as far as a 21-point one)."""
     x = np.unique(np.asarray(grid, dtype=np.float64))
-    return float(np.max(np.diff(x))) / 4 if x.size > 1 else 1.0
+    if x.size < 2:
+        return 1.0
+    return float(min(np.max(np.diff(x)) / 4, (x[-1] - x[0]) * RANGE_FRACTION))
 
 
 def _fitted_crossing(fit: SweepFit, u0: float, budget: float, a: float, b: float) -> float | None:

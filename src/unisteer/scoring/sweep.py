@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,8 @@ from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batc
 from unisteer.model.config import context_length, vocab_size
 from unisteer.model.memory import check_pairs_fit, row_bytes
 from unisteer.replay.base import ReplayInput, Runner
-from unisteer.replay.check import batching_spread, exact_runner, ordinary_nll
+from unisteer.replay.cache import ReplayCache, batch_key
+from unisteer.replay.check import batching_spread, exact_runner, model_dtype, ordinary_nll
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
 from unisteer.replay.prefix import PrefixRunner
 from unisteer.replay.recorder import HEAD_CHUNK, Recorder
@@ -55,6 +56,8 @@ from unisteer.scoring.table import Reduction, SweepResult, make_table
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per call
+#: The fast runners, fastest first; the first that passes the self-check is used.
+RUNNERS: tuple[type[Any], ...] = (PrefixRunner, StackedRunner)
 
 
 def length_buckets(
@@ -104,7 +107,11 @@ def naive_losses(
 
 
 def _fast_runner(
-    model: nn.Module, delta: Delta, inputs: ReplayInput, positions: PositionMode
+    model: nn.Module,
+    delta: Delta,
+    inputs: ReplayInput,
+    positions: PositionMode,
+    cache: ReplayCache | None = None,
 ) -> tuple[Runner[Any], Any] | None:
     """The fastest runner that reproduces this model's forward pass on ``inputs`` (see
     :mod:`unisteer.replay.check`), with its capture."""
@@ -120,10 +127,7 @@ def _fast_runner(
     reference = row_nll(token_logprobs(logits[predicts], targets), predicts)
     del logits
     inputs.hidden = hidden
-    candidates: list[Runner[Any]] = [
-        PrefixRunner(model, layer, after),
-        StackedRunner(model, layer, after),
-    ]
+    candidates = [_runner(cache, model, delta, cls) for cls in RUNNERS]
     found = exact_runner(
         candidates,
         inputs,
@@ -135,6 +139,59 @@ def _fast_runner(
     )
     inputs.hidden = None
     return found
+
+
+def _trust_key(model: nn.Module, delta: Delta, positions: PositionMode) -> Hashable:
+    """What a fast runner's self-check is about: the model's dtype, the site, the kind of
+    delta and the position mode (not the delta's values)."""
+    return ("trust", model_dtype(model), delta.site, delta.kind, delta.site_kind, positions)
+
+
+def _runner(
+    cache: ReplayCache | None, model: nn.Module, delta: Delta, cls: type[Any]
+) -> Runner[Any]:
+    """A runner of class ``cls`` for ``delta``'s site: the cache's one (which made the cached
+    captures), else a new one."""
+    layer = block_index_of(model, delta.site)
+    after = site_is_block_output(model, delta)
+    if cache is None:
+        return cast(Runner[Any], cls(model, layer, after))
+    return cast(
+        Runner[Any], cache.runner((cls.name, layer, after), lambda: cls(model, layer, after))
+    )
+
+
+def _named_runner(
+    cache: ReplayCache, model: nn.Module, delta: Delta, name: str | None
+) -> Runner[Any] | None:
+    """The runner of the class that passed the self-check (``None``: the naive path)."""
+    if name is None:
+        return None
+    for cls in RUNNERS:
+        if cls.name == name:
+            return _runner(cache, model, delta, cls)
+    raise ValueError(f"unknown replay runner {name!r}")
+
+
+def _capture_key(
+    model: nn.Module, delta: Delta, runner: Runner[Any], inputs: ReplayInput
+) -> Hashable:
+    """A capture depends on the runner, the first replayed block and the batch's tokens."""
+    layer = block_index_of(model, delta.site)
+    after = site_is_block_output(model, delta)
+    return ("capture", runner.name, layer, after, batch_key(inputs.encoded, inputs.pad))
+
+
+def _capture(
+    cache: ReplayCache | None,
+    model: nn.Module,
+    delta: Delta,
+    runner: Runner[Any],
+    inputs: ReplayInput,
+) -> Any:
+    if cache is None:
+        return runner.capture(inputs)
+    return cache.capture(_capture_key(model, delta, runner, inputs), lambda: runner.capture(inputs))
 
 
 def sweep(
@@ -152,12 +209,18 @@ def sweep(
     positions: PositionMode = "all",
     method: Literal["fast", "naive"] = "fast",
     progress: bool = True,
+    cache: ReplayCache | None = None,
 ) -> SweepResult:
     """L_p, L_n, PrefOdds and UtilOdds for every pair at every multiplier in ``ms``.
 
     Returns a :class:`SweepResult` whose ``table`` has one row per (pair, m), in the order of
     ``pairs`` then ``ms``. ``method="naive"`` runs one hooked full forward per m (the reference).
+    ``cache`` (a :class:`~unisteer.replay.cache.ReplayCache` of this model) shares the fast
+    path's self-check and the captures with other sweeps of the same model: the numbers are
+    the same with or without it.
     """
+    if cache is not None:
+        cache.check_model(model)
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     grid = [float(m) for m in ms]
@@ -187,9 +250,15 @@ def sweep(
     nonzero = [j for j, m in enumerate(grid) if m != 0.0]
     # One nonzero m costs one steered forward pass on the naive path; the fast path's
     # exactness check alone costs more (see unisteer.replay.check), so it starts at two.
-    want_fast = method == "fast" and delta is not None and len(nonzero) >= 2
+    # With a cache whose self-check already ran for this site, one point is worth it too.
+    checked = (
+        cache is not None
+        and delta is not None
+        and cache.decided(_trust_key(model, delta, positions))
+    )
+    want_fast = method == "fast" and delta is not None and (len(nonzero) >= 2 or checked)
     runner: Runner[Any] | None = None
-    stacked: StackedRunner | None = None
+    stacked: Runner[Any] | None = None
     decided = not want_fast
     bar = tqdm(total=len(buckets) * len(grid), desc="sweep", unit="m·batch", disable=not progress)
 
@@ -207,8 +276,16 @@ def sweep(
             cap: Any = None
             if not decided:
                 assert delta is not None
-                found = _fast_runner(model, delta, inputs, positions)
-                runner, cap = found if found is not None else (None, None)
+                trust = _trust_key(model, delta, positions)
+                if cache is not None and cache.decided(trust):
+                    runner = _named_runner(cache, model, delta, cache.trusted(trust))
+                else:
+                    found = _fast_runner(model, delta, inputs, positions, cache)
+                    runner, cap = found if found is not None else (None, None)
+                    if cache is not None:
+                        cache.trust(trust, None if runner is None else runner.name)
+                        if runner is not None and cap is not None:
+                            cache.store(_capture_key(model, delta, runner, inputs), cap)
                 decided = True
             if runner is None:
                 for j, m in enumerate(grid):
@@ -218,12 +295,10 @@ def sweep(
             assert delta is not None
             active: Runner[Any] = runner
             if cap is None:
-                cap = runner.capture(inputs)
+                cap = _capture(cache, model, delta, runner, inputs)
             if cap is None:  # A_p and A_n of some pair were given different prompt tokens
-                stacked = stacked or StackedRunner(
-                    model, block_index_of(model, delta.site), site_is_block_output(model, delta)
-                )
-                active, cap = stacked, stacked.capture(inputs)
+                stacked = stacked or _runner(cache, model, delta, StackedRunner)
+                active, cap = stacked, _capture(cache, model, delta, stacked, inputs)
             for j, m in enumerate(grid):
                 if m == 0.0:
                     store(indices, j, cap.base)
