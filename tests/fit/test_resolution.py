@@ -74,3 +74,12 @@ def test_a_smooth_curve_is_fitted_as_before_and_not_flagged() -> None:
     assert fit.r2 > 0.9999
     assert not fit.unresolved
     assert fit.min_width == grid_resolution(m)
+
+
+def test_a_tiny_decay_power_gives_the_peak_scale_without_a_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w_pos, w_neg = feature_widths(np.array([0.0, 4.0, 1e-5, 0.0, 9.0, 1e-4]))
+    assert (w_pos, w_neg) == (2.0, 3.0)  # √L: 2^{1/p} - 1 overflows, so the scale is narrower

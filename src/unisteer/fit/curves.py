@@ -106,7 +106,10 @@ def feature_widths(d: Array) -> tuple[float, float]:
     :func:`grid_resolution`."""
     out = []
     for lscale, p in ((d[1], d[2]), (d[4], d[5])):
-        out.append(float(np.sqrt(lscale * min(1.0, float(np.expm1(np.log(2.0) / p))))))
+        # a tiny p overflows 2^{1/p} - 1 to inf, and the peak's scale is then the narrower
+        with np.errstate(over="ignore"):
+            half = float(np.expm1(np.log(2.0) / p))
+        out.append(float(np.sqrt(lscale * min(1.0, half))))
     return out[0], out[1]
 
 
