@@ -56,7 +56,7 @@ class ReplayCache:
 
     def __init__(self, model: nn.Module) -> None:
         self._model = weakref.ref(model)
-        self._trusted: dict[Hashable, str | None] = {}
+        self._trusted: dict[Hashable, Any] = {}
         self._captures: dict[Hashable, Any] = {}
         self._runners: dict[Hashable, Any] = {}
         self.hits = 0
@@ -70,12 +70,12 @@ class ReplayCache:
         """Whether the self-check already ran for ``key`` (model site, kind, positions, dtype)."""
         return key in self._trusted
 
-    def trusted(self, key: Hashable) -> str | None:
-        """The name of the runner that passed the self-check for ``key``; ``None`` when none
-        did (the naive path)."""
+    def trusted(self, key: Hashable) -> Any:
+        """The runner that passed the self-check for ``key``; ``None`` when none did (the
+        naive path)."""
         return self._trusted.get(key)
 
-    def trust(self, key: Hashable, runner: str | None) -> None:
+    def trust(self, key: Hashable, runner: Any) -> None:
         self._trusted[key] = runner
 
     def runner(self, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -109,6 +109,3 @@ class ReplayCache:
         """Bytes of tensors the stored captures hold."""
         seen: set[int] = set()
         return sum(_tensor_bytes(c, seen) for c in self._captures.values())
-
-    def clear(self) -> None:
-        self._captures.clear()

@@ -161,37 +161,16 @@ def _runner(
     )
 
 
-def _named_runner(
-    cache: ReplayCache, model: nn.Module, delta: Delta, name: str | None
-) -> Runner[Any] | None:
-    """The runner of the class that passed the self-check (``None``: the naive path)."""
-    if name is None:
-        return None
-    for cls in RUNNERS:
-        if cls.name == name:
-            return _runner(cache, model, delta, cls)
-    raise ValueError(f"unknown replay runner {name!r}")
+def _capture_key(runner: Runner[Any], inputs: ReplayInput) -> Hashable:
+    """A capture depends on the runner object that made it (its class and replay layer; it
+    learns the output head while capturing) and on the batch's tokens."""
+    return ("capture", runner, batch_key(inputs.encoded, inputs.pad))
 
 
-def _capture_key(
-    model: nn.Module, delta: Delta, runner: Runner[Any], inputs: ReplayInput
-) -> Hashable:
-    """A capture depends on the runner, the first replayed block and the batch's tokens."""
-    layer = block_index_of(model, delta.site)
-    after = site_is_block_output(model, delta)
-    return ("capture", runner.name, layer, after, batch_key(inputs.encoded, inputs.pad))
-
-
-def _capture(
-    cache: ReplayCache | None,
-    model: nn.Module,
-    delta: Delta,
-    runner: Runner[Any],
-    inputs: ReplayInput,
-) -> Any:
+def _capture(cache: ReplayCache | None, runner: Runner[Any], inputs: ReplayInput) -> Any:
     if cache is None:
         return runner.capture(inputs)
-    return cache.capture(_capture_key(model, delta, runner, inputs), lambda: runner.capture(inputs))
+    return cache.capture(_capture_key(runner, inputs), lambda: runner.capture(inputs))
 
 
 def sweep(
@@ -251,11 +230,8 @@ def sweep(
     # One nonzero m costs one steered forward pass on the naive path; the fast path's
     # exactness check alone costs more (see unisteer.replay.check), so it starts at two.
     # With a cache whose self-check already ran for this site, one point is worth it too.
-    checked = (
-        cache is not None
-        and delta is not None
-        and cache.decided(_trust_key(model, delta, positions))
-    )
+    trust = None if delta is None else _trust_key(model, delta, positions)
+    checked = cache is not None and trust is not None and cache.decided(trust)
     want_fast = method == "fast" and delta is not None and (len(nonzero) >= 2 or checked)
     runner: Runner[Any] | None = None
     stacked: Runner[Any] | None = None
@@ -276,16 +252,15 @@ def sweep(
             cap: Any = None
             if not decided:
                 assert delta is not None
-                trust = _trust_key(model, delta, positions)
-                if cache is not None and cache.decided(trust):
-                    runner = _named_runner(cache, model, delta, cache.trusted(trust))
+                if cache is not None and checked:
+                    runner = cache.trusted(trust)
                 else:
                     found = _fast_runner(model, delta, inputs, positions, cache)
                     runner, cap = found if found is not None else (None, None)
                     if cache is not None:
-                        cache.trust(trust, None if runner is None else runner.name)
+                        cache.trust(trust, runner)
                         if runner is not None and cap is not None:
-                            cache.store(_capture_key(model, delta, runner, inputs), cap)
+                            cache.store(_capture_key(runner, inputs), cap)
                 decided = True
             if runner is None:
                 for j, m in enumerate(grid):
@@ -295,10 +270,10 @@ def sweep(
             assert delta is not None
             active: Runner[Any] = runner
             if cap is None:
-                cap = _capture(cache, model, delta, runner, inputs)
+                cap = _capture(cache, runner, inputs)
             if cap is None:  # A_p and A_n of some pair were given different prompt tokens
                 stacked = stacked or _runner(cache, model, delta, StackedRunner)
-                active, cap = stacked, _capture(cache, model, delta, stacked, inputs)
+                active, cap = stacked, _capture(cache, stacked, inputs)
             for j, m in enumerate(grid):
                 if m == 0.0:
                     store(indices, j, cap.base)
