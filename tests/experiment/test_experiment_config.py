@@ -13,7 +13,7 @@ from unisteer.experiment import (
     load_experiment,
     parse_experiment,
 )
-from unisteer.experiment.config import with_profile
+from unisteer.experiment.config import resolve_layers, rule_layers, with_profile
 
 GOOD = """\
 name = "t"
@@ -81,6 +81,22 @@ def test_a_good_file_reads_into_an_experiment() -> None:
             ("train_pairs = 10", "format = 'jsonl'"),
             r"t\.toml:10: data\.format: expected one of auto, pairs",
         ),
+        (
+            ('objective = "diffmean"', 'objective = "diffmean"\nlayers = "every:0"'),
+            r"t\.toml:19: method\[0\]\.layers: expected a list of blocks, 'all' or 'every:K'",
+        ),
+        (
+            ('objective = "diffmean"', 'objective = "diffmean"\nlayers = [1, 1]'),
+            r"t\.toml:19: method\[0\]\.layers: expected distinct block indices",
+        ),
+        (
+            ('objective = "diffmean"', 'objective = "diffmean"\nlayers = [-1]'),
+            r"method\[0\]\.layers: expected distinct",
+        ),
+        (
+            ('objective = "diffmean"', 'objective = "diffmean"\nlayers = []'),
+            r"method\[0\]\.layers: expected distinct",
+        ),
     ],
 )
 def test_every_mistake_names_file_key_and_line(change: tuple[str, str], message: str) -> None:
@@ -111,7 +127,8 @@ def test_relative_data_paths_are_read_beside_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", BUILTIN)
 def test_builtin_experiments_are_valid(name: str) -> None:
     exp = builtin_experiment(name)
-    assert exp.methods and exp.sweep_points >= 21
+    # fewer than 21 coarse points only where the adaptive sweep refines them
+    assert exp.methods and (exp.sweep_points >= 21 or (exp.adaptive and exp.sweep_points >= 9))
     quick = with_profile(exp, "quick")
     assert quick.sweep_points == 7 and quick.output.endswith("-quick")
     full = with_profile(exp, "full")
@@ -127,3 +144,44 @@ def test_default_experiment_has_every_kind_and_objective() -> None:
             assert (kind, objective) in pairs
     with pytest.raises(ExperimentError, match="no built-in experiment"):
         load_experiment("nonesuch")
+
+
+def test_a_list_of_layers_makes_one_method_per_block() -> None:
+    exp = parse_experiment(
+        GOOD.replace('objective = "diffmean"', 'objective = "diffmean"\nlayers = [2, 0]'), "t.toml"
+    )
+    names = [(m.name, m.layer) for m in exp.methods]
+    assert names == [("vector-diffmean-L2", 2), ("vector-diffmean-L0", 0), ("my-lora", None)]
+    assert resolve_layers(exp, 4).methods == exp.methods  # nothing left to expand
+    with pytest.raises(ExperimentError, match=r"t\.toml: method 'vector-diffmean-L2': block 2"):
+        resolve_layers(exp, 2)
+
+
+def test_a_layer_rule_is_expanded_once_the_model_is_known() -> None:
+    assert rule_layers("all", 3) == [0, 1, 2]
+    assert rule_layers("every:3", 8) == [0, 3, 6]
+    assert rule_layers("every:10", 8) == [0]
+    with pytest.raises(ValueError, match="every:K"):
+        rule_layers("every:x", 8)
+    exp = parse_experiment(
+        GOOD.replace('objective = "diffmean"', 'objective = "diffmean"\nlayers = "every:3"'),
+        "t.toml",
+    )
+    assert exp.methods[0].layers == "every:3" and exp.methods[0].layer is None
+    resolved = resolve_layers(exp, 8)
+    assert [(m.name, m.layer) for m in resolved.methods] == [
+        ("vector-diffmean-L0", 0),
+        ("vector-diffmean-L3", 3),
+        ("vector-diffmean-L6", 6),
+        ("my-lora", None),
+    ]
+    # the experiment's own layer is checked too (layer = 3 in GOOD)
+    with pytest.raises(
+        ExperimentError, match=r"\[model\] layer: block 3 does not exist; the model has 3"
+    ):
+        resolve_layers(exp, 3)
+    clash = GOOD.replace('name = "my-lora"', 'name = "vector-diffmean-L3"').replace(
+        'objective = "diffmean"', 'objective = "diffmean"\nlayers = "every:3"'
+    )
+    with pytest.raises(ExperimentError, match="two methods are named 'vector-diffmean-L3'"):
+        resolve_layers(parse_experiment(clash, "t.toml"), 8)

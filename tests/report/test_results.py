@@ -3,6 +3,7 @@ held, and results read back from disk give the same JSON and the same report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,18 @@ def test_a_failed_fit_and_an_evaluation_without_a_chosen_m(
     row = method_row(method)
     assert row["fit_error"] == "train sweep: flat" and "chosen_m" not in row
     assert row["accuracy_m0"] == 0.5 and row["accuracy"] is None
+
+
+def test_a_failed_fit_is_noted_below_the_table_not_inside_it(
+    finished: tuple[ExperimentResults, Path],
+) -> None:
+    results, _ = finished
+    data = results.methods[0].to_dict()
+    data.update(name="broken", fit=FitOutcome.failed("train sweep: flat").to_dict())
+    broken = MethodResult.from_dict(data)
+    both = dataclasses.replace(results, methods=[broken, results.methods[0]])
+    lines = summary_markdown(both).splitlines()
+    table = [i for i, line in enumerate(lines) if line.startswith("|")]
+    assert len(table) == 4 and table == list(range(table[0], table[0] + 4))  # one block
+    note = lines.index("`broken`: fit failed: train sweep: flat")
+    assert note > table[-1]

@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
         "experiment",
         nargs="?",
         default="default",
-        help="an experiment TOML file, or a built-in one: default, dynamics, fit_validation",
+        help="an experiment TOML file, or a built-in one: "
+        "default, dynamics, fit_validation, layers",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument(

@@ -65,6 +65,8 @@ class MethodSpec:
     preset: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     grid: str | None = None  # an explicit sweep grid ("lo:hi:n" or a list); default: the delta's
+    layer: int | None = None  # this method's block; default: the experiment's ([model] layer)
+    layers: str | None = None  # a rule ("all", "every:K") expanded once the model is known
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class Experiment:
     fit_starts: int = 16
     max_util_drop: float = 1.0
     sample_prompts: int = 3  # test prompts generated for the report, per method ([report])
+    sample_tokens: int = 48  # new tokens per sample, greedy ([report] tokens)
     source: str = "<built-in>"
 
     def method_config(self, method: MethodSpec) -> TrainConfig:
@@ -107,6 +110,49 @@ class Experiment:
 
     def replace(self, **changes: Any) -> Experiment:
         return dataclasses.replace(self, **changes)
+
+
+# -- layers -------------------------------------------------------------------------------------
+
+LAYER_RULE = re.compile(r"all|every:[1-9][0-9]*")
+
+
+def at_layer(method: MethodSpec, layer: int) -> MethodSpec:
+    """``method`` at block ``layer``, named after it (``vector-diffmean-L4``)."""
+    return dataclasses.replace(method, layer=layer, layers=None, name=f"{method.name}-L{layer}")
+
+
+def rule_layers(rule: str, n_blocks: int) -> list[int]:
+    """The blocks a ``layers`` rule names in a model of ``n_blocks``: ``all`` is every block,
+    ``every:K`` every K-th from block 0 (0, K, 2K, ...)."""
+    if not LAYER_RULE.fullmatch(rule):
+        raise ValueError(f"expected 'all' or 'every:K', got {rule!r}")
+    step = 1 if rule == "all" else int(rule.split(":")[1])
+    return list(range(0, n_blocks, step))
+
+
+def resolve_layers(exp: Experiment, n_blocks: int) -> Experiment:
+    """``exp`` with every ``layers`` rule expanded for a model of ``n_blocks`` blocks, checked:
+    a block the model does not have is an error naming the method."""
+    methods: list[MethodSpec] = []
+    for method in exp.methods:
+        if method.layers is not None:
+            methods += [at_layer(method, x) for x in rule_layers(method.layers, n_blocks)]
+        else:
+            methods.append(method)
+    for method in methods:
+        layer = method.layer if method.layer is not None else exp.layer
+        if layer is not None and layer >= n_blocks:
+            where = "[model] layer" if method.layer is None else f"method {method.name!r}"
+            raise ExperimentError(
+                f"{exp.source}: {where}: block {layer} does not exist; "
+                f"the model has {n_blocks} blocks (0..{n_blocks - 1})"
+            )
+    names = [m.name for m in methods]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ExperimentError(f"{exp.source}: two methods are named {twice[0]!r}; give one a name")
+    return exp.replace(methods=tuple(methods))
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -133,7 +179,7 @@ _SWEEP: dict[str, type] = {
     "refine_rounds": int,
 }
 _FIT: dict[str, type] = {"starts": int, "max_util_drop": float}
-_REPORT: dict[str, type] = {"samples": int}
+_REPORT: dict[str, type] = {"samples": int, "tokens": int}
 _METHOD: dict[str, type] = {
     "kind": str,
     "objective": str,
@@ -141,6 +187,7 @@ _METHOD: dict[str, type] = {
     "preset": str,
     "train": dict,
     "grid": str,
+    "layers": object,  # a list of block indices, "all" or "every:K" (checked below)
 }
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -246,6 +293,8 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     _check_table(where, report, _REPORT, "report")
     if report.get("samples", 3) < 0:
         raise where.error(f"must be at least 0, got {report['samples']}", "report", "samples")
+    if report.get("tokens", 48) < 1:
+        raise where.error(f"must be at least 1, got {report['tokens']}", "report", "tokens")
     _check_table(where, model, _MODEL, "model")
     _check_table(where, data, _DATA, "data")
     _check_table(where, sweep, _SWEEP, "sweep")
@@ -329,18 +378,48 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         name = m.get("name", f"{m['kind']}-{m['objective']}")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
             raise where.error("use letters, digits, '.', '_' or '-'", "method", "name", i)
-        if any(x.name == name for x in methods):
-            raise where.error(f"two methods are named {name!r}; give one a name", "method", None, i)
-        methods.append(
-            MethodSpec(
-                kind=m["kind"],
-                objective=m["objective"],
-                name=name,
-                preset=m.get("preset"),
-                train=dict(m.get("train", {})),
-                grid=m.get("grid"),
-            )
+        spec = MethodSpec(
+            kind=m["kind"],
+            objective=m["objective"],
+            name=name,
+            preset=m.get("preset"),
+            train=dict(m.get("train", {})),
+            grid=m.get("grid"),
         )
+        layers = m.get("layers")
+        if isinstance(layers, str):
+            if not LAYER_RULE.fullmatch(layers):
+                raise where.error(
+                    f"expected a list of blocks, 'all' or 'every:K', got {layers!r}",
+                    "method",
+                    "layers",
+                    i,
+                )
+            expanded = [dataclasses.replace(spec, layers=layers)]
+        elif layers is not None:
+            if (
+                not isinstance(layers, list)
+                or not layers
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in layers)
+                or min(layers) < 0
+                or len(set(layers)) != len(layers)
+            ):
+                raise where.error(
+                    f"expected distinct block indices (0 or more), 'all' or 'every:K', "
+                    f"got {layers!r}",
+                    "method",
+                    "layers",
+                    i,
+                )
+            expanded = [at_layer(spec, x) for x in layers]
+        else:
+            expanded = [spec]
+        for one in expanded:
+            if any(x.name == one.name for x in methods):
+                raise where.error(
+                    f"two methods are named {one.name!r}; give one a name", "method", None, i
+                )
+            methods.append(one)
     return Experiment(
         name=raw.get("name", Path(source).stem),
         output=raw.get("output", f"unisteer-out/{raw.get('name', Path(source).stem)}"),
@@ -367,6 +446,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         fit_starts=fit.get("starts", 16),
         max_util_drop=float(fit.get("max_util_drop", 1.0)),
         sample_prompts=report.get("samples", 3),
+        sample_tokens=report.get("tokens", 48),
         source=source,
     )
 
@@ -384,7 +464,7 @@ def load_experiment(path: str | Path) -> Experiment:
     return parse_experiment(text, str(p))
 
 
-BUILTIN = ("default", "dynamics", "fit_validation")
+BUILTIN = ("default", "dynamics", "fit_validation", "layers")
 
 
 def builtin_experiment(name: str) -> Experiment:
@@ -404,10 +484,10 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
     """The experiment at another size.
 
     ``quick``: 6 training pairs, sweeps of 7 points (the fewest a fit accepts) on 3 train and
-    3 test pairs, one epoch, one generated sample: a smoke test of the whole pipeline in a few
-    minutes. ``full``: every pair of both splits, trained and swept, 21 points, two epochs
-    (the paper's Psychopathy and PowerSeeking setting). The output folder gets the profile's
-    name as a suffix.
+    3 test pairs, one epoch, 4 fit starts, one generated sample of 16 tokens: a smoke test of
+    the whole pipeline in a few minutes. ``full``: every pair of both splits, trained and
+    swept, 21 points, two epochs (the paper's Psychopathy and PowerSeeking setting). The
+    output folder gets the profile's name as a suffix.
     """
     if profile == "normal":
         return exp
@@ -418,8 +498,9 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
             sweep_train_pairs=3,
             sweep_points=7,
             train={**exp.train, "epochs": 1},
-            fit_starts=min(exp.fit_starts, 8),
+            fit_starts=min(exp.fit_starts, 4),
             sample_prompts=min(exp.sample_prompts, 1),
+            sample_tokens=min(exp.sample_tokens, 16),
             refine_rounds=1,
             output=f"{exp.output}-quick",
         )

@@ -34,12 +34,12 @@ from unisteer._version import __version__
 from unisteer.core.delta import Delta
 from unisteer.core.fingerprint import model_fingerprint
 from unisteer.core.io import load_delta, save_delta
-from unisteer.core.sites import middle_layer
+from unisteer.core.sites import find_blocks, middle_layer
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
 from unisteer.data.tokens import within_limit
 from unisteer.evaluate.gains import measured_gains
-from unisteer.experiment.config import Experiment, MethodSpec
+from unisteer.experiment.config import Experiment, MethodSpec, resolve_layers
 from unisteer.experiment.stages import Stage, digest
 from unisteer.files import OutputLock, check_output_dir, write_json_atomic, write_text_atomic
 from unisteer.fit import FitError, choose_multiplier, fit_sweep
@@ -71,8 +71,10 @@ from unisteer.training.trainer import train
 
 Log = Callable[[str], None]
 
-SAMPLE_TOKENS = 48  # new tokens per sample (greedy)
 SAMPLES_FILE = "samples.json"
+
+
+REFINE_STARTS = 8  # fit starts of an adaptive round (it only places points)
 
 
 def _pairs_digest(pairs: PairSet) -> str:
@@ -167,6 +169,10 @@ class _Runner:
             )
         self.data = select_data(exp, pairs)
 
+    def layer_of(self, method: MethodSpec) -> int:
+        """The block ``method`` steers: its own ``layer``, else the experiment's."""
+        return method.layer if method.layer is not None else self.layer
+
     # -- stages -----------------------------------------------------------------------------
 
     def train_stage(self, method: MethodSpec, mdir: Path) -> tuple[Delta, Stage]:
@@ -176,7 +182,7 @@ class _Runner:
             "version": __version__,
             "model": self.exp.model,
             "fingerprint": self.fingerprint,
-            "layer": self.layer,
+            "layer": self.layer_of(method),
             "kind": method.kind,
             "objective": method.objective,
             "preset": method.preset,
@@ -202,7 +208,7 @@ class _Runner:
             self.data["train"],
             kind=method.kind,  # type: ignore[arg-type]
             objective=method.objective,
-            layer=self.layer,
+            layer=self.layer_of(method),
             checkpoint_dir=checkpoint,
             resume=True,
             progress=self.progress,
@@ -292,7 +298,11 @@ class _Runner:
             current = replace(result, table=table)
             means = current.means()
             try:
-                fitted = fit_sweep(table, n_starts=self.exp.fit_starts, strict=False)
+                # Only to place points: half the final fit's starts at most (the final fit,
+                # in fit_stage, uses them all).
+                fitted = fit_sweep(
+                    table, n_starts=min(self.exp.fit_starts, REFINE_STARTS), strict=False
+                )
                 choice = (
                     choose_multiplier(fitted, self.exp.max_util_drop) if fitted.converged else None
                 )
@@ -362,7 +372,7 @@ class _Runner:
         self, mdir: Path, delta: Delta, fit: FitOutcome, after: Stage
     ) -> list[Sample]:
         """Greedy text for the report: the first ``sample_prompts`` test prompts,
-        unsteered, at the chosen m and at twice it (:data:`SAMPLE_TOKENS` new tokens), all as
+        unsteered, at the chosen m and at twice it (``sample_tokens`` new tokens), all as
         rows of one batch (a row's m = 0 is the unsteered model exactly)."""
         prompts = [p.query for p in list(self.data["test"])[: self.exp.sample_prompts]]
         if not prompts:
@@ -374,7 +384,7 @@ class _Runner:
             "after": after.content_digest,
             "prompts": prompts,
             "ms": ms,
-            "tokens": SAMPLE_TOKENS,
+            "tokens": self.exp.sample_tokens,
             "positions": self.exp.positions,
         }
         stage = Stage(mdir / "samples", key)
@@ -391,7 +401,7 @@ class _Runner:
             delta=delta,
             m=rows_m,
             positions=self.exp.positions,  # type: ignore[arg-type]
-            max_new_tokens=SAMPLE_TOKENS,
+            max_new_tokens=self.exp.sample_tokens,
             batch_size=len(rows_prompts),
         )
         samples = [Sample(q, x, t) for q, x, t in zip(rows_prompts, rows_m, texts, strict=True)]
@@ -450,7 +460,9 @@ class _Runner:
         t = time.perf_counter()
         delta, trained = self.train_stage(method, mdir)
         train, s_train, grid = self.sweep_stage(method, mdir, delta, trained, "train")
-        test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test", grid)
+        # The test sweep stays on the coarse grid: the refined points resolve the train fit's
+        # choice, and the test pairs are measured at that choice in eval_stage anyway.
+        test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
         fit, fitted = self.fit_stage(mdir, [(train, s_train), (test, s_test)])
         evaluation = self.eval_stage(mdir, delta, fit, fitted, test.table)
         samples = self.samples_stage(mdir, delta, fit, fitted)
@@ -512,6 +524,7 @@ def _run_locked(
     if model is None:
         model, tokenizer = load_model(exp.model)
     load_seconds = time.perf_counter() - t
+    exp = resolve_layers(exp, len(find_blocks(model)[1]))
     runner = _Runner(exp, out_dir, pairs, model, tokenizer, progress, log)
     log(
         f"experiment {exp.name!r}: {exp.model} layer {runner.layer}, "

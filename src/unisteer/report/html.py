@@ -14,7 +14,8 @@ from typing import Any
 
 from unisteer.files import write_text_atomic
 from unisteer.fit import MultiplierChoice, SweepFit
-from unisteer.report.plots import plot_frontier
+from unisteer.report.layers import LAYER_COLUMNS, layer_rows, write_layer_table
+from unisteer.report.plots import plot_frontier, plot_layers
 from unisteer.report.results import ExperimentResults, FitOutcome, MethodResult
 
 
@@ -141,6 +142,14 @@ def _skipped_lines(skipped: tuple[str, ...], show: int = 5) -> list[str]:
     return [f"Skipped {len(skipped)} rows: " + "; ".join(skipped[:show]) + more + ".", ""]
 
 
+def _layers_text(results: ExperimentResults) -> str:
+    layers = sorted({m.layer for m in results.methods if m.layer is not None})
+    layers = layers or [results.experiment.layer]
+    if len(layers) == 1:
+        return f"layer {layers[0]}"
+    return f"{len(layers)} blocks ({', '.join(str(x) for x in layers)})"
+
+
 def summary_markdown(results: ExperimentResults) -> str:
     """``summary.md``: the methods table in Markdown."""
     exp = results.experiment
@@ -149,7 +158,7 @@ def summary_markdown(results: ExperimentResults) -> str:
     lines = [
         f"# unisteer experiment `{exp.name}`",
         "",
-        f"Model `{exp.model}`, layer {exp.layer}; data `{exp.data}` "
+        f"Model `{exp.model}`, {_layers_text(results)}; data `{exp.data}` "
         f"({data.n_train} training pairs; sweeps of {exp.sweep_points} "
         f"multipliers on {data.n_sweep_train} train and "
         f"{data.n_test} test pairs). Chosen m: the largest fitted PrefOdds with "
@@ -164,8 +173,23 @@ def summary_markdown(results: ExperimentResults) -> str:
     for row in rows:
         cells = [_fmt(row.get(key)) for key, _ in _COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-        if row.get("fit_error"):
-            lines.append(f"\n`{row['method']}`: fit failed: {row['fit_error']}\n")
+    # Notes go below the table: a line between rows would end it in Markdown.
+    failed = [f"`{r['method']}`: fit failed: {r['fit_error']}" for r in rows if r.get("fit_error")]
+    if failed:
+        lines += ["", *failed]
+    by_layer = layer_rows(results)
+    if by_layer:
+        lines += [
+            "",
+            "## Which layer",
+            "",
+            "The best preference gain within the budget at each block (train fit), and the gain "
+            "measured on the test pairs at that m; the chosen block has the largest fitted gain.",
+            "",
+            "| " + " | ".join(title for _, title in LAYER_COLUMNS) + " |",
+            "|" + "---|" * len(LAYER_COLUMNS),
+            *("| " + " | ".join(_fmt(r.get(k)) for k, _ in LAYER_COLUMNS) + " |" for r in by_layer),
+        ]
     lines += [
         "",
         f"Wall time {results.wall_seconds:.0f} s, peak memory {results.peak_memory_mb:.0f} MiB.",
@@ -227,7 +251,7 @@ def report_html(results: ExperimentResults, out: Path) -> str:
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>unisteer: {html.escape(exp.name)}</title><style>{_CSS}</style></head><body>",
         f"<h1>unisteer experiment <code>{html.escape(exp.name)}</code></h1>",
-        f"<p>Model <code>{html.escape(exp.model)}</code>, layer {exp.layer}; data "
+        f"<p>Model <code>{html.escape(exp.model)}</code>, {_layers_text(results)}; data "
         f"<code>{html.escape(str(exp.data))}</code>: {data.n_train} training "
         f"pairs, sweeps of {exp.sweep_points} multipliers on "
         f"{data.n_sweep_train} train and {data.n_test} test pairs. "
@@ -243,6 +267,24 @@ def report_html(results: ExperimentResults, out: Path) -> str:
         "<h2>Preference–utility frontier</h2>",
         _img(out / "frontier.png", "frontier of all methods"),
     ]
+    by_layer = layer_rows(results)
+    if by_layer:
+        lhead = "".join(f"<th>{html.escape(title)}</th>" for _, title in LAYER_COLUMNS)
+        lbody = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in LAYER_COLUMNS)
+            + "</tr>"
+            for r in by_layer
+        )
+        parts += [
+            "<h2>Which layer</h2>",
+            "<p>Per block: the m chosen on the train fit, the fitted preference gain there "
+            "(within the utility budget) and the gain measured on the test pairs at that m, "
+            "with its 95% bootstrap interval. The chosen block has the largest fitted gain; "
+            "every number is in <code>layers.json</code>.</p>",
+            _img(out / "layers.png", "preference gain within the budget per block"),
+            f"<table id='layers'><thead><tr>{lhead}</tr></thead><tbody>{lbody}</tbody></table>",
+        ]
     for m in results.methods:
         parts.append(f"<h2 id='{html.escape(m.name)}'>{html.escape(m.name)}</h2>")
         tr = m.training
@@ -291,6 +333,12 @@ def write_report(results: ExperimentResults, out: str | Path) -> dict[str, Path]
             out_dir / "frontier.png",
             choices=choices,
             max_util_drop=results.experiment.max_util_drop,
+        )
+    by_layer = layer_rows(results)
+    if by_layer:
+        paths["layers"] = write_layer_table(by_layer, out_dir)
+        paths["layers_plot"] = plot_layers(
+            by_layer, out_dir / "layers.png", max_util_drop=results.experiment.max_util_drop
         )
     write_text_atomic(out_dir / "report.html", report_html(results, out_dir))
     write_text_atomic(out_dir / "summary.md", summary_markdown(results))

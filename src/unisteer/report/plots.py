@@ -3,6 +3,8 @@
 * :func:`plot_sweep_fit` — PrefOdds and UtilOdds against m in two panels: the data means
   (± standard error when known), the fitted curves, the linear / transitional / convergence
   regions of preference shaded, the utility budget line, and the chosen m marked.
+* :func:`plot_layers` — per method family, the preference gain within the budget at each
+  block: fitted (train) as a line, measured on the test pairs with its interval as error bars.
 * :func:`plot_frontier` — the preference–utility frontier of several methods on one figure:
   x is the fitted UtilOdds drop from m = 0 (or UtilOdds itself), y the fitted PrefOdds gain,
   one line per method traced along its swept m, the chosen m marked.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -230,4 +232,57 @@ def plot_frontier(
     return _save(fig, path)
 
 
-__all__ = ["plot_frontier", "plot_sweep_fit"]
+def plot_layers(
+    rows: list[dict[str, Any]], path: str | Path, *, max_util_drop: float = 1.0
+) -> Path:
+    """The rows of :func:`unisteer.report.layers.layer_rows` against the block: the fitted
+    PrefOdds gain at the chosen m (train fit, a line), the measured test gain at that m with
+    its 95% interval (error bars), and the chosen block circled."""
+    if not rows:
+        raise ValueError("plot_layers needs at least one row")
+    fig = Figure(figsize=(7.0, 4.5))
+    ax = fig.subplots()
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    for i, family in enumerate(families):
+        colour = f"C{i % 10}"
+        mine = [r for r in rows if r["family"] == family]
+        layers = np.array([r["layer"] for r in mine], dtype=float)
+        fitted = np.array(
+            [np.nan if r["fit_pref_gain"] is None else r["fit_pref_gain"] for r in mine]
+        )
+        ax.plot(layers, fitted, "-o", color=colour, ms=4, label=f"{family} (fit, train)")
+        tested = [r for r in mine if r["test_pref_gain"] is not None]
+        if tested:
+            x = np.array([r["layer"] for r in tested], dtype=float)
+            y = np.array([r["test_pref_gain"] for r in tested])
+            lo = np.array(
+                [y[k] - (r["test_pref_gain_ci"] or [y[k]])[0] for k, r in enumerate(tested)]
+            )
+            hi = np.array(
+                [(r["test_pref_gain_ci"] or [0, y[k]])[1] - y[k] for k, r in enumerate(tested)]
+            )
+            ax.errorbar(
+                x + 0.15,
+                y,
+                yerr=[np.nan_to_num(lo), np.nan_to_num(hi)],
+                fmt="s",
+                color=colour,
+                ms=4,
+                capsize=2,
+                alpha=0.7,
+                label=f"{family} (measured, test, 95% CI)",
+            )
+        for r in mine:
+            if r["chosen_layer"] and r["fit_pref_gain"] is not None:
+                ax.plot([r["layer"]], [r["fit_pref_gain"]], "o", ms=12, mfc="none", mec="black")
+    ax.axhline(0.0, color="grey", lw=0.6)
+    ax.set_xlabel("block (layer index)")
+    ax.set_ylabel(f"PrefOdds gain at the chosen m (UtilOdds drop ≤ {max_util_drop:g})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Which layer: preference gain within the utility budget (○ chosen block)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+__all__ = ["plot_frontier", "plot_layers", "plot_sweep_fit"]
