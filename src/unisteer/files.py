@@ -4,12 +4,16 @@ before any work starts and held by one process at a time (:class:`OutputLock`)."
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -30,6 +34,13 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_parquet_atomic(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+    """``frame`` as Parquet (no index), written atomically."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def json_safe(value: Any) -> Any:

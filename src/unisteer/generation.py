@@ -41,7 +41,9 @@ from unisteer.core.fingerprint import model_fingerprint
 from unisteer.core.positions import Multiplier, PositionMode
 from unisteer.core.steer import steer
 from unisteer.data.chat import has_chat_template, prompt_text
+from unisteer.data.conversation import Query
 from unisteer.data.tokens import pad_id
+from unisteer.errors import DataError
 from unisteer.files import write_text_atomic
 
 __all__ = [
@@ -132,11 +134,16 @@ def _row_multipliers(m: Multiplier | Sequence[float], n: int) -> list[float] | N
 
 
 def _encode(
-    tokenizer: Any, prompts: Sequence[str], chat: bool, system: str | None
+    tokenizer: Any, prompts: Sequence[Query], chat: bool, system: str | None
 ) -> list[list[int]]:
     out = []
     for p in prompts:
-        text = prompt_text(tokenizer, p, system) if chat else p
+        if chat:
+            text = prompt_text(tokenizer, p, system)
+        elif isinstance(p, str):
+            text = p
+        else:
+            raise DataError("a prompt that is a conversation needs the chat template (chat=True)")
         # A chat template writes its own BOS where the model wants one: add none twice.
         out.append(list(tokenizer(text, add_special_tokens=not chat)["input_ids"]))
     return out
@@ -154,7 +161,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 def generate_detailed(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[Query],
     *,
     delta: Delta | Sequence[Delta] | None = None,
     m: Multiplier | Sequence[float] = 1.0,
@@ -240,7 +247,7 @@ def generate_detailed(
 def generate(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[Query],
     *,
     delta: Delta | Sequence[Delta] | None = None,
     m: Multiplier | Sequence[float] = 1.0,

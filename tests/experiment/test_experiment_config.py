@@ -128,7 +128,7 @@ def test_relative_data_paths_are_read_beside_the_file(tmp_path: Path) -> None:
 def test_builtin_experiments_are_valid(name: str) -> None:
     exp = builtin_experiment(name)
     # fewer than 21 coarse points only where the adaptive sweep refines them
-    assert exp.methods and (exp.sweep_points >= 21 or (exp.adaptive and exp.sweep_points >= 9))
+    assert exp.methods and (exp.sweep_points >= 21 or (exp.adaptive and exp.sweep_points >= 7))
     quick = with_profile(exp, "quick")
     assert quick.sweep_points == 7 and quick.output.endswith("-quick")
     full = with_profile(exp, "full")

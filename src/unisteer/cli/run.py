@@ -17,7 +17,7 @@ def register(sub: Any) -> None:
         nargs="?",
         default="default",
         help="an experiment TOML file, or a built-in one: "
-        "default, dynamics, fit_validation, layers",
+        "default, dynamics, fit_validation, layers, multiturn, split_vs_baselines",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument(

@@ -14,10 +14,11 @@ On the first two the unsteered default model already prefers the positive answer
 effect (``unisteer data inspect default --model smollm2-135m-instruct`` measures it; the
 numbers are in ``docs/results.md``).
 
-``concepts/pirate_multiturn.jsonl`` holds 64 further pirate pairs whose queries are
-conversations (user, assistant, user, ...), all marked ``test``, for the multi-turn transfer
-experiment of issue 15. It is not one of :data:`DEFAULT_CONCEPTS`: a query is a single string
-until multi-turn pairs are supported.
+``pirate_multiturn`` (``default:pirate_multiturn``) holds 64 further pirate pairs whose
+queries are conversations (user, assistant, user, ...; :mod:`unisteer.data.conversation`), all
+marked ``test``: the held-out set of the multi-turn transfer experiment (``unisteer run
+multiturn``). It is one of :data:`EXTRA_SETS`, not of :data:`DEFAULT_CONCEPTS`, so
+``default`` (every concept) does not include it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from unisteer.data.readers import read_jsonl
 from unisteer.errors import DataError
 
 DEFAULT_CONCEPTS: tuple[str, ...] = ("optimism", "formality", "pirate", "archaic")
+EXTRA_SETS: tuple[str, ...] = ("pirate_multiturn",)  # test-only sets, read by name only
 
 
 def default_dataset(concept: str | None = None) -> PairSet:
@@ -36,9 +38,10 @@ def default_dataset(concept: str | None = None) -> PairSet:
     if concept is None:
         sets = [default_dataset(c) for c in DEFAULT_CONCEPTS]
         return sets[0].concat(*sets[1:])
-    if concept not in DEFAULT_CONCEPTS:
+    if concept not in DEFAULT_CONCEPTS + EXTRA_SETS:
         raise DataError(
-            f"unknown default concept {concept!r}; the default dataset has {DEFAULT_CONCEPTS}"
+            f"unknown default concept {concept!r}; the default dataset has {DEFAULT_CONCEPTS} "
+            f"and the test-only sets {EXTRA_SETS}"
         )
     with resources.as_file(resources.files("unisteer.data") / "concepts" / f"{concept}.jsonl") as p:
         pairs = read_jsonl(p)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from unisteer.data.conversation import Query, parse_query, query_json
 from unisteer.data.problems import Problem
 from unisteer.errors import DataError
 from unisteer.files import write_text_atomic
@@ -24,14 +25,19 @@ class PolarityPair:
     ``meta`` holds anything else (concept name, source file and line, fixed split...).
     """
 
-    query: str
+    query: Query  # one user message, or a conversation ending with a user turn
     positive: str
     negative: str
     id: str
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("query", "positive", "negative", "id"):
+        if not isinstance(self.query, str):
+            try:
+                object.__setattr__(self, "query", parse_query(self.query))
+            except DataError as e:
+                raise DataError(f"pair {self.id!r}: query: {e}") from None
+        for name in ("positive", "negative", "id"):
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise DataError(
@@ -42,7 +48,7 @@ class PolarityPair:
                 raise DataError(f"pair {self.id!r}: {name} completion is empty")
 
     @property
-    def key(self) -> tuple[str, str, str]:
+    def key(self) -> tuple[Query, str, str]:
         """What makes two pairs duplicates: the same query and the same two completions."""
         return (self.query, self.positive, self.negative)
 
@@ -62,7 +68,7 @@ class PolarityPair:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
-            "query": self.query,
+            "query": query_json(self.query),
             "positive": self.positive,
             "negative": self.negative,
         }

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from unisteer.data.conversation import parse_query
 from unisteer.data.pairs import PairSet, PolarityPair
 from unisteer.data.problems import Problem, ProblemLog
 from unisteer.errors import DataError
@@ -66,7 +67,7 @@ def pairs_from_rows(
     log = ProblemLog(strict)
     prefix = id_prefix if id_prefix is not None else Path(source).stem
     pairs: list[PolarityPair] = []
-    seen_keys: dict[tuple[str, str, str], int] = {}
+    seen_keys: dict[tuple[Any, str, str], int] = {}
     seen_ids: dict[str, int] = {}
 
     def problem(line: int, field: str | None, message: str) -> None:
@@ -81,7 +82,7 @@ def pairs_from_rows(
         if not isinstance(row, Mapping):
             problem(line, None, f"expected an object with fields, got {type(row).__name__}")
             continue
-        values: dict[str, str] = {}
+        values: dict[str, Any] = {}
         bad = False
         for name in _TEXT_FIELDS:
             column = fmap[name]
@@ -90,6 +91,16 @@ def pairs_from_rows(
                 bad = True
                 break
             value = row[column]
+            if name == "query" and not isinstance(value, str) and hasattr(value, "tolist"):
+                value = value.tolist()  # a Parquet list column arrives as an array
+            if name == "query" and isinstance(value, list):  # a conversation
+                try:
+                    values[name] = parse_query(value)
+                except DataError as e:
+                    problem(line, column, str(e))
+                    bad = True
+                    break
+                continue
             if not isinstance(value, str):
                 problem(line, column, f"must be a string, got {type(value).__name__}")
                 bad = True

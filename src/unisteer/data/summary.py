@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from unisteer.data.conversation import parse_query, query_text
 from unisteer.data.pairs import PairSet
 
 
@@ -51,7 +52,7 @@ def summarize(pairs: PairSet, tokenizer: Any | None = None, examples: int = 3) -
     balance: dict[str, float] = {}
     for unit, count in units.items():
         per_field = {
-            f: LengthStats.of([count(getattr(p, f)) for p in pairs])
+            f: LengthStats.of([count(query_text(getattr(p, f))) for p in pairs])
             for f in ("query", "positive", "negative")
         }
         lengths[unit] = per_field
@@ -82,7 +83,8 @@ def format_summary(s: Summary, max_problems: int = 20) -> str:
     for i, ex in enumerate(s.examples, 1):
         lines.append(f"example {i} ({ex['id']}):")
         for f in ("query", "positive", "negative"):
-            text = textwrap.shorten(" ".join(ex[f].split()), 110, placeholder=" ...")
+            shown = ex[f] if isinstance(ex[f], str) else query_text(parse_query(ex[f]))
+            text = textwrap.shorten(" ".join(shown.split()), 110, placeholder=" ...")
             lines.append(f"  {f:<9} {text}")
     if s.problems:
         lines.append(f"problems: {len(s.problems)} rows skipped")

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from unisteer.data.chat import has_chat_template, messages, prompt_text
+from unisteer.data.conversation import Query
 from unisteer.data.pairs import PairSet, PolarityPair
 from unisteer.errors import DataError
 
@@ -47,7 +48,7 @@ def _ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
 
 
 def _template_parts(
-    tokenizer: Any, query: str, completion: str, system_prompt: str | None
+    tokenizer: Any, query: Query, completion: str, system_prompt: str | None
 ) -> tuple[str, str, str]:
     """(prompt text, completion text, suffix text) as the chat template renders them."""
     prompt = prompt_text(tokenizer, query, system_prompt)
@@ -73,7 +74,7 @@ def _template_parts(
 
 def encode(
     tokenizer: Any,
-    query: str,
+    query: Query,
     completion: str,
     *,
     system_prompt: str | None = None,
@@ -95,6 +96,10 @@ def encode(
     else:
         if system_prompt:
             raise DataError("a system prompt needs a chat template; this tokenizer has none")
+        if not isinstance(query, str):
+            raise DataError(
+                "a query that is a conversation needs a chat template; this tokenizer has none"
+            )
         prompt_ids = _ids(tokenizer, query, add_special_tokens=True)
         completion_ids = _ids(tokenizer, completion, add_special_tokens=False)
         eos = getattr(tokenizer, "eos_token_id", None)

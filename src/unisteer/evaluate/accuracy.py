@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from unisteer.core.delta import Delta
 from unisteer.data.pairs import PolarityPair
 from unisteer.errors import DataError
-from unisteer.evaluate.axbench.store import DeltaSource, as_delta, slug, write_parquet_atomic
-from unisteer.files import write_text_atomic
+from unisteer.evaluate.axbench.store import DeltaSource, as_delta, slug
+from unisteer.files import write_parquet_atomic, write_text_atomic
 from unisteer.scoring.sweep import score_pairs, sweep
 
 

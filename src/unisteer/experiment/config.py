@@ -19,6 +19,8 @@ error that names the file, the key and its line. See ``src/unisteer/experiment/b
     sweep_train_pairs = 8          # of the training pairs, how many to sweep (omit: all)
     max_tokens = 1024              # optional: a bound below the model's context window
     lenient = false                # true: skip unusable rows and longer pairs, and list them
+    transfer = "default:pirate_multiturn"  # optional: other pairs, measured at each chosen m
+    transfer_pairs = 32            # how many of them (omit: all)
 
     [train]                        # defaults for every method (TrainConfig fields)
     epochs = 2
@@ -86,6 +88,8 @@ class Experiment:
     test_pairs: int | None = None
     sweep_train_pairs: int | None = None
     test_fraction: float = 0.2
+    transfer: str | None = None  # pairs of another source, measured at each chosen m
+    transfer_pairs: int | None = None
     max_tokens: int | None = None
     lenient: bool = False
     train: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +171,8 @@ _DATA: dict[str, type] = {
     "test_pairs": int,
     "sweep_train_pairs": int,
     "test_fraction": float,
+    "transfer": str,
+    "transfer_pairs": int,
     "max_tokens": int,
     "lenient": bool,
 }
@@ -319,7 +325,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
             check_output_dir(raw["output"])
         except UsageError as e:
             raise where.error(str(e), "", "output") from None
-    for key in ("train_pairs", "test_pairs", "sweep_train_pairs", "max_tokens"):
+    for key in ("train_pairs", "test_pairs", "sweep_train_pairs", "transfer_pairs", "max_tokens"):
         if key in data and data[key] < 1:
             raise where.error(f"must be at least 1, got {data[key]}", "data", key)
     if "test_fraction" in data and not 0 < data["test_fraction"] < 1:
@@ -338,14 +344,21 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         raise where.error("must be at least 1", "sweep", "refine_rounds")
     if fit.get("starts", 16) < 1:
         raise where.error("must be at least 1", "fit", "starts")
-    source_value = data.get("source", "default:optimism")
-    if not (source_value == "default" or source_value.startswith("default:")):
-        path = Path(source_value)
+
+    def located(value: str, key: str) -> str:
+        if value == "default" or value.startswith("default:"):
+            return value
+        path = Path(value)
         if not path.is_absolute() and not source.startswith("<"):
             path = Path(source).parent / path
         if not path.exists():
-            raise where.error(f"no such file or directory: {path}", "data", "source")
-        source_value = str(path)
+            raise where.error(f"no such file or directory: {path}", "data", key)
+        return str(path)
+
+    source_value = located(data.get("source", "default:optimism"), "source")
+    transfer = located(data["transfer"], "transfer") if "transfer" in data else None
+    if "transfer_pairs" in data and transfer is None:
+        raise where.error("needs [data] transfer", "data", "transfer_pairs")
 
     methods_raw = raw.get("method", [])
     if not isinstance(methods_raw, list) or not methods_raw:
@@ -434,6 +447,8 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         test_pairs=data.get("test_pairs"),
         sweep_train_pairs=data.get("sweep_train_pairs"),
         test_fraction=float(data.get("test_fraction", 0.2)),
+        transfer=transfer,
+        transfer_pairs=data.get("transfer_pairs"),
         max_tokens=data.get("max_tokens"),
         lenient=data.get("lenient", False),
         train=dict(raw.get("train", {})),
@@ -464,7 +479,14 @@ def load_experiment(path: str | Path) -> Experiment:
     return parse_experiment(text, str(p))
 
 
-BUILTIN = ("default", "dynamics", "fit_validation", "layers")
+BUILTIN = (
+    "default",
+    "dynamics",
+    "fit_validation",
+    "layers",
+    "multiturn",
+    "split_vs_baselines",
+)
 
 
 def builtin_experiment(name: str) -> Experiment:
@@ -496,6 +518,7 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
             train_pairs=6,
             test_pairs=3,
             sweep_train_pairs=3,
+            transfer_pairs=3 if exp.transfer is not None else None,
             sweep_points=7,
             train={**exp.train, "epochs": 1},
             fit_starts=min(exp.fit_starts, 4),

@@ -35,13 +35,20 @@ from unisteer.core.delta import Delta
 from unisteer.core.fingerprint import model_fingerprint
 from unisteer.core.io import load_delta, save_delta
 from unisteer.core.sites import find_blocks, middle_layer
+from unisteer.data.conversation import query_text
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
 from unisteer.data.tokens import within_limit
-from unisteer.evaluate.gains import measured_gains
+from unisteer.evaluate.gains import measured_gains, pair_gains
 from unisteer.experiment.config import Experiment, MethodSpec, resolve_layers
 from unisteer.experiment.stages import Stage, digest
-from unisteer.files import OutputLock, check_output_dir, write_json_atomic, write_text_atomic
+from unisteer.files import (
+    OutputLock,
+    check_output_dir,
+    write_json_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from unisteer.fit import FitError, choose_multiplier, fit_sweep
 from unisteer.fit.refine import default_tolerance, refinement_points
 from unisteer.generation import generate
@@ -52,6 +59,7 @@ from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
 from unisteer.report.results import (
     EVAL_RESULT,
     FIT_RESULT,
+    PAIR_GAINS,
     DataCounts,
     EvalResult,
     ExperimentResults,
@@ -64,7 +72,7 @@ from unisteer.report.results import (
     TrainingSummary,
 )
 from unisteer.scoring.grid import parse_grid, symmetric_grid
-from unisteer.scoring.sweep import score_pairs, sweep
+from unisteer.scoring.sweep import sweep
 from unisteer.scoring.table import SweepResult
 from unisteer.training.batches import PrepareCache
 from unisteer.training.trainer import train
@@ -144,6 +152,7 @@ class _Runner:
         tokenizer: Any,
         progress: bool,
         log: Log,
+        transfer: PairSet | None = None,
     ) -> None:
         self.exp, self.out, self.model, self.tok = exp, out, model, tokenizer
         self.progress, self.log = progress, log
@@ -168,6 +177,15 @@ class _Runner:
                 "(listed in results.json, data.skipped)"
             )
         self.data = select_data(exp, pairs)
+        if transfer is not None:
+            transfer = within_limit(
+                tokenizer,
+                transfer,
+                self.limit,
+                strict=not exp.lenient,
+                include_suffix=exp.include_suffix,
+            )
+            self.data["transfer"] = _shuffled(transfer, exp.seed + 2, exp.transfer_pairs)
 
     def layer_of(self, method: MethodSpec) -> int:
         """The block ``method`` steers: its own ``layer``, else the experiment's."""
@@ -404,41 +422,65 @@ class _Runner:
             max_new_tokens=self.exp.sample_tokens,
             batch_size=len(rows_prompts),
         )
-        samples = [Sample(q, x, t) for q, x, t in zip(rows_prompts, rows_m, texts, strict=True)]
+        samples = [
+            Sample(query_text(q), x, t) for q, x, t in zip(rows_prompts, rows_m, texts, strict=True)
+        ]
         write_json_atomic(stage.directory / SAMPLES_FILE, [x.to_dict() for x in samples])
         stage.finish()
         return samples
 
     def eval_stage(
-        self, mdir: Path, delta: Delta, fit: FitOutcome, after: Stage, test_table: pd.DataFrame
+        self,
+        mdir: Path,
+        delta: Delta,
+        fit: FitOutcome,
+        after: Stage,
+        test_table: pd.DataFrame | None,
+        split: str = "test",
     ) -> EvalResult:
-        """Accuracy (P(A_p) > P(A_n)) and the measured gains on the test pairs at m = 0 and at
-        the chosen m."""
+        """Accuracy (P(A_p) > P(A_n)) and the measured gains on ``split``'s pairs (``test``, or
+        ``transfer``: the ``[data] transfer`` pairs) at m = 0 and at the chosen m. The m = 0
+        rows come from ``test_table`` when given (the test sweep), else are scored here."""
+        pairs = self.data[split]
         key = {"stage": "eval", "after": after.content_digest}
-        stage = Stage(mdir / "eval", key)
+        if split != "test":
+            key.update(split=split, pairs=_pairs_digest(pairs))
+        stage = Stage(mdir / ("eval" if split == "test" else split), key)
         if stage.done():
             return EvalResult.load(stage.directory)
         stage.start()
-        base = test_table[test_table["m"] == 0.0]
+        m = fit.chosen_m
+
+        def score(ms: list[float]) -> pd.DataFrame:
+            return sweep(
+                self.model,
+                self.tok,
+                pairs,
+                delta,
+                ms,
+                reduction=self.exp.reduction,  # type: ignore[arg-type]
+                include_suffix=self.exp.include_suffix,
+                positions=self.exp.positions,  # type: ignore[arg-type]
+                progress=False,
+                cache=self.replay,
+            ).table
+
+        if test_table is not None:
+            base = test_table[test_table["m"] == 0.0]
+            at = score([m]) if m is not None else None
+        else:  # m = 0 comes with the capture: one call for both
+            both = score([0.0] if m is None or m == 0.0 else [0.0, m])
+            base = both[both["m"] == 0.0]
+            at = None if m is None else base if m == 0.0 else both[both["m"] == m]
         result = EvalResult(
             accuracy_m0=float((base["loss_pos"] < base["loss_neg"]).mean()),
             pref_m0=float(base["pref_odds"].mean()),
             util_m0=float(base["util_odds"].mean()),
         )
-        m = fit.chosen_m
-        if m is not None:
-            at = score_pairs(
-                self.model,
-                self.tok,
-                self.data["test"],
-                delta,
-                m,
-                reduction=self.exp.reduction,
-                include_suffix=self.exp.include_suffix,
-                positions=self.exp.positions,
-                cache=self.replay,
-            )
+        if m is not None and at is not None:
             gains = measured_gains(base, at)
+            # the rows behind the means, for intervals over several runs (seeds)
+            write_parquet_atomic(stage.directory / PAIR_GAINS, pair_gains(base, at))
             result = replace(
                 result,
                 chosen_m=m,
@@ -465,6 +507,11 @@ class _Runner:
         test, s_test, _ = self.sweep_stage(method, mdir, delta, trained, "test")
         fit, fitted = self.fit_stage(mdir, [(train, s_train), (test, s_test)])
         evaluation = self.eval_stage(mdir, delta, fit, fitted, test.table)
+        transfer = (
+            self.eval_stage(mdir, delta, fit, fitted, None, "transfer")
+            if "transfer" in self.data
+            else None
+        )
         samples = self.samples_stage(mdir, delta, fit, fitted)
         return MethodResult(
             name=method.name,
@@ -483,6 +530,7 @@ class _Runner:
             directory=mdir,
             seconds=time.perf_counter() - t,
             samples=tuple(samples),
+            transfer=transfer,
         )
 
 
@@ -520,12 +568,17 @@ def _run_locked(
     np.random.seed(exp.seed)
     # The data is read and checked before the model loads: a bad row costs no waiting.
     pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert, strict=not exp.lenient)
+    transfer = (
+        None
+        if exp.transfer is None
+        else load_pairs(exp.transfer, invert=exp.invert, strict=not exp.lenient)
+    )
     t = time.perf_counter()
     if model is None:
         model, tokenizer = load_model(exp.model)
     load_seconds = time.perf_counter() - t
     exp = resolve_layers(exp, len(find_blocks(model)[1]))
-    runner = _Runner(exp, out_dir, pairs, model, tokenizer, progress, log)
+    runner = _Runner(exp, out_dir, pairs, model, tokenizer, progress, log, transfer)
     log(
         f"experiment {exp.name!r}: {exp.model} layer {runner.layer}, "
         f"{len(runner.data['train'])} training pairs, sweeps on "
@@ -550,6 +603,7 @@ def _run_locked(
             positions=exp.positions,
             max_util_drop=exp.max_util_drop,
             fit_starts=exp.fit_starts,
+            transfer=exp.transfer,
         ),
         data=DataCounts(
             source=exp.data,

@@ -142,6 +142,49 @@ def _skipped_lines(skipped: tuple[str, ...], show: int = 5) -> list[str]:
     return [f"Skipped {len(skipped)} rows: " + "; ".join(skipped[:show]) + more + ".", ""]
 
 
+TRANSFER_COLUMNS = [
+    ("method", "method"),
+    ("chosen_m", "chosen m"),
+    ("test_pref_gain", "PrefOdds gain (test)"),
+    ("test_pref_gain_ci", "95% CI"),
+    ("transfer_pref_gain", "PrefOdds gain (transfer)"),
+    ("transfer_pref_gain_ci", "95% CI"),
+    ("test_util_drop", "UtilOdds drop (test)"),
+    ("transfer_util_drop", "UtilOdds drop (transfer)"),
+    ("transfer_util_drop_ci", "95% CI"),
+    ("transfer_pref_m0", "PrefOdds m=0 (transfer)"),
+    ("transfer_accuracy_m0", "accuracy m=0 (transfer)"),
+    ("transfer_accuracy", "accuracy at m (transfer)"),
+]
+
+
+def transfer_rows(results: ExperimentResults) -> list[dict[str, Any]]:
+    """Per method with a transfer evaluation: the test pairs' and the transfer pairs' measured
+    gains at the same m (chosen on the train fit), side by side."""
+    rows = []
+    for m in results.methods:
+        if m.transfer is None:
+            continue
+        ev, tr = m.evaluation, m.transfer
+        rows.append(
+            {
+                "method": m.name,
+                "chosen_m": _number(tr.chosen_m) if tr.chosen_m is not None else None,
+                "test_pref_gain": _number(ev.pref_gain),
+                "test_pref_gain_ci": _interval(ev.pref_gain_ci),
+                "transfer_pref_gain": _number(tr.pref_gain),
+                "transfer_pref_gain_ci": _interval(tr.pref_gain_ci),
+                "test_util_drop": _number(ev.util_drop),
+                "transfer_util_drop": _number(tr.util_drop),
+                "transfer_util_drop_ci": _interval(tr.util_drop_ci),
+                "transfer_pref_m0": _number(tr.pref_m0),
+                "transfer_accuracy_m0": _number(tr.accuracy_m0),
+                "transfer_accuracy": _number(tr.accuracy),
+            }
+        )
+    return rows
+
+
 def _layers_text(results: ExperimentResults) -> str:
     layers = sorted({m.layer for m in results.methods if m.layer is not None})
     layers = layers or [results.experiment.layer]
@@ -177,6 +220,19 @@ def summary_markdown(results: ExperimentResults) -> str:
     failed = [f"`{r['method']}`: fit failed: {r['fit_error']}" for r in rows if r.get("fit_error")]
     if failed:
         lines += ["", *failed]
+    moved = transfer_rows(results)
+    if moved:
+        lines += [
+            "",
+            f"## Transfer to `{exp.transfer}`",
+            "",
+            "The m chosen on the train fit, measured on the test pairs and on the transfer "
+            "pairs (95% bootstrap intervals over pairs).",
+            "",
+            "| " + " | ".join(title for _, title in TRANSFER_COLUMNS) + " |",
+            "|" + "---|" * len(TRANSFER_COLUMNS),
+            *("| " + " | ".join(_fmt(r.get(k)) for k, _ in TRANSFER_COLUMNS) + " |" for r in moved),
+        ]
     by_layer = layer_rows(results)
     if by_layer:
         lines += [
@@ -267,6 +323,21 @@ def report_html(results: ExperimentResults, out: Path) -> str:
         "<h2>Preference–utility frontier</h2>",
         _img(out / "frontier.png", "frontier of all methods"),
     ]
+    moved = transfer_rows(results)
+    if moved:
+        thead = "".join(f"<th>{html.escape(title)}</th>" for _, title in TRANSFER_COLUMNS)
+        tbody = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in TRANSFER_COLUMNS)
+            + "</tr>"
+            for r in moved
+        )
+        parts += [
+            f"<h2>Transfer to <code>{html.escape(str(exp.transfer))}</code></h2>",
+            "<p>The m chosen on the train fit, measured on the test pairs and on the transfer "
+            "pairs, each with a 95% bootstrap interval over its pairs.</p>",
+            f"<table id='transfer'><thead><tr>{thead}</tr></thead><tbody>{tbody}</tbody></table>",
+        ]
     by_layer = layer_rows(results)
     if by_layer:
         lhead = "".join(f"<th>{html.escape(title)}</th>" for _, title in LAYER_COLUMNS)

@@ -36,6 +36,7 @@ from unisteer.scoring.table import SweepResult, read_sweep_table
 
 FIT_RESULT = "result.json"
 EVAL_RESULT = "eval.json"
+PAIR_GAINS = "pair_gains.parquet"  # per test pair at the chosen m (unisteer.evaluate.gains)
 CURVES = ("preference", "utility")
 
 
@@ -335,6 +336,7 @@ class MethodResult:
     directory: Path
     seconds: float
     samples: tuple[Sample, ...] = ()  # unsteered, at the chosen m and at twice it
+    transfer: EvalResult | None = None  # the same m on the [data] transfer pairs
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -355,6 +357,8 @@ class MethodResult:
             "dir": str(self.directory),
             "seconds": self.seconds,
         }
+        if self.transfer is not None:
+            out["transfer"] = self.transfer.to_dict()
         return dict(json_safe(out))
 
     @classmethod
@@ -376,6 +380,7 @@ class MethodResult:
             directory=Path(data["dir"]),
             seconds=float(data["seconds"]),
             samples=tuple(Sample.from_dict(x) for x in data.get("samples") or ()),
+            transfer=EvalResult.from_dict(data["transfer"]) if data.get("transfer") else None,
         )
 
 
@@ -399,9 +404,10 @@ class ExperimentSettings:
     positions: str
     max_util_drop: float
     fit_starts: int
+    transfer: str | None = None  # the source of the transfer pairs ([data] transfer)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "source": self.source,
             "model": self.model,
@@ -415,6 +421,9 @@ class ExperimentSettings:
             "max_util_drop": self.max_util_drop,
             "fit_starts": self.fit_starts,
         }
+        if self.transfer is not None:
+            out["transfer"] = self.transfer
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSettings:
@@ -431,6 +440,7 @@ class ExperimentSettings:
             positions=str(data["positions"]),
             max_util_drop=float(data["max_util_drop"]),
             fit_starts=int(data["fit_starts"]),
+            transfer=data.get("transfer"),
         )
 
 

@@ -8,7 +8,6 @@ Columns: ``pair_id``, ``m``, ``loss_pos`` (L_p), ``loss_neg`` (L_n), ``pref_odds
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from unisteer.errors import DataError
-from unisteer.files import write_bytes_atomic, write_text_atomic
+from unisteer.files import write_parquet_atomic, write_text_atomic
 from unisteer.scoring.odds import pref_odds, util_odds
 
 Reduction = Literal["sum", "mean"]
@@ -46,9 +45,7 @@ class SweepResult:
         """``sweep.parquet`` (the table), ``means.parquet`` and ``sweep.json`` (metadata)."""
         out = Path(directory)
         for name, frame in (("sweep.parquet", self.table), ("means.parquet", self.means())):
-            buf = io.BytesIO()
-            frame.to_parquet(buf, index=False)
-            write_bytes_atomic(out / name, buf.getvalue())
+            write_parquet_atomic(out / name, frame)
         meta = {**self.meta, "reduction": self.reduction}
         write_text_atomic(out / "sweep.json", json.dumps(meta, indent=2, default=str) + "\n")
         return out

@@ -39,11 +39,10 @@ from unisteer.evaluate.axbench.store import (
     EvalStore,
     slug,
     text_hash,
-    write_parquet_atomic,
 )
 from unisteer.evaluate.judges.base import Judge, PromptJudge, RatingRequest
 from unisteer.evaluate.judges.prompts import CRITERIA, parse_rating
-from unisteer.files import write_text_atomic
+from unisteer.files import write_parquet_atomic, write_text_atomic
 from unisteer.generation import generate_detailed, row_seed
 
 

@@ -16,7 +16,6 @@ The deltas an evaluation reads are given in memory or as saved directories
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from unisteer.core.delta import Delta
-from unisteer.files import write_bytes_atomic, write_text_atomic
+from unisteer.files import write_parquet_atomic, write_text_atomic
 
 #: A delta in memory, or the directory (or ``delta.json``) it was saved to.
 DeltaSource = Delta | str | Path
@@ -54,12 +53,6 @@ def as_delta(source: DeltaSource, model: Any, tokenizer: Any) -> Delta:
     from unisteer.core.io import load_delta
 
     return load_delta(source, model, tokenizer=tokenizer)
-
-
-def write_parquet_atomic(path: Path, frame: pd.DataFrame) -> None:
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    write_bytes_atomic(path, buf.getvalue())
 
 
 def _read_parts(directory: Path) -> pd.DataFrame:
