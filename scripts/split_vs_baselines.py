@@ -180,9 +180,10 @@ def main() -> None:
     base = builtin_experiment("split_vs_baselines")
     model, tok = unisteer.load_model(base.model)
     rows: list[dict[str, Any]] = []
+    done: list[str] = []
     started = time.perf_counter()
-    for concept in args.concepts:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted study has every concept
+        for concept in args.concepts:
             exp = base.replace(data=f"default:{concept}", seed=seed)
             out = args.out / f"{concept}-seed{seed}"
             t = time.perf_counter()
@@ -191,18 +192,27 @@ def main() -> None:
             )
             print(f"{concept} seed {seed}: {time.perf_counter() - t:.0f} s -> {out}", flush=True)
             rows += rows_of(results, concept, seed)
-    text, records = table(rows, args.concepts)
+            done.append(f"{concept}/{seed}")
+            # the table so far after every run: an interrupted study still leaves one
+            write_tables(rows, args, base, done, time.perf_counter() - started)
+    print((args.out / "table.md").read_text())
+
+
+def write_tables(
+    rows: list[dict[str, Any]], args: argparse.Namespace, base: Any, done: list[str], wall: float
+) -> None:
+    concepts = [c for c in args.concepts if any(r["concept"] == c for r in rows)]
+    text, records = table(rows, concepts)
     diff_text, diff_records = differences(rows)
-    wall = time.perf_counter() - started
     report = (
-        f"{len(args.concepts)} concepts × {len(args.seeds)} seeds, "
-        f"{base.train_pairs} training pairs, sweeps on {base.sweep_train_pairs} train and "
-        f"{base.test_pairs} test pairs, budget {base.max_util_drop:g} nat; wall {wall:.0f} s\n\n"
-        f"{text}\n\n{diff_text}\n"
+        f"runs (concept/seed): {', '.join(done)}; {base.train_pairs} training pairs, sweeps on "
+        f"{base.sweep_train_pairs} train and {base.test_pairs} test pairs, budget "
+        f"{base.max_util_drop:g} nat; wall {wall:.0f} s\n\n{text}\n\n{diff_text}\n"
     )
-    print(report)
     write_text_atomic(args.out / "table.md", report)
-    write_json_atomic(args.out / "table.json", {"methods": records, "split_minus": diff_records})
+    write_json_atomic(
+        args.out / "table.json", {"runs": done, "methods": records, "split_minus": diff_records}
+    )
 
 
 if __name__ == "__main__":

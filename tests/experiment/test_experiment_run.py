@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 
 import unisteer.experiment.runner as runner_module
-from unisteer.data import PairSet
 from unisteer.experiment import parse_experiment, run_experiment
 from unisteer.report.results import ExperimentResults, FitOutcome
 
 from tiny_models import tiny_model
-from tiny_pairs import random_pairs
+from tiny_pairs import split_pairs_file
 from tiny_tokenizers import CHATML, word_tokenizer
 
 EXPERIMENT = """\
@@ -57,13 +56,7 @@ lr = 0.05
 
 @pytest.fixture
 def setup(tmp_path: Path) -> dict[str, Any]:
-    pairs = random_pairs(14, seed=4)
-    meta_pairs = [
-        type(p)(p.query, p.positive, p.negative, p.id, {"split": "train" if i < 10 else "test"})
-        for i, p in enumerate(pairs)
-    ]
-    data = PairSet(meta_pairs).to_jsonl(tmp_path / "pairs.jsonl")
-    text = EXPERIMENT.format(data=data)
+    text = EXPERIMENT.format(data=split_pairs_file(tmp_path))
     return {
         "exp": parse_experiment(text, str(tmp_path / "tiny.toml")),
         "model": tiny_model("llama"),

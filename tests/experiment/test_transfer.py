@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 
 from unisteer.data import PairSet, PolarityPair
-from unisteer.experiment import ExperimentError, parse_experiment, run_experiment
+from unisteer.experiment import ExperimentError, parse_experiment
 from unisteer.report.html import summary_markdown, transfer_rows
 from unisteer.report.results import PAIR_GAINS, ExperimentResults
 
-from tiny_models import tiny_model
-from tiny_pairs import random_pairs
-from tiny_tokenizers import CHATML, WORDS, word_tokenizer
+from tiny_pairs import run_tiny, split_pairs_file
+from tiny_tokenizers import WORDS
 
 EXPERIMENT = """\
 name = "tiny-transfer"
@@ -72,23 +71,8 @@ def conversations(n: int, seed: int = 1) -> list[PolarityPair]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResults, Path]:
     tmp = tmp_path_factory.mktemp("transfer")
-    pairs = [
-        type(p)(p.query, p.positive, p.negative, p.id, {"split": "train" if i < 10 else "test"})
-        for i, p in enumerate(random_pairs(14, seed=4))
-    ]
-    data = PairSet(pairs).to_jsonl(tmp / "pairs.jsonl")
     transfer = PairSet(conversations(8)).to_jsonl(tmp / "talk.jsonl")
-    exp = parse_experiment(EXPERIMENT.format(data=data, transfer=transfer), str(tmp / "t.toml"))
-    out = tmp / "out"
-    results = run_experiment(
-        exp,
-        out=out,
-        model=tiny_model("llama"),
-        tokenizer=word_tokenizer(chat_template=CHATML),
-        progress=False,
-        log=lambda _: None,
-    )
-    return results, out
+    return run_tiny(EXPERIMENT.format(data=split_pairs_file(tmp), transfer=transfer), tmp)
 
 
 def test_each_chosen_m_is_measured_on_the_transfer_pairs(

@@ -9,15 +9,12 @@ from pathlib import Path
 import pytest
 
 from unisteer.core.sites import find_blocks
-from unisteer.data import PairSet
-from unisteer.experiment import parse_experiment, run_experiment
 from unisteer.report.html import summary_markdown
 from unisteer.report.layers import layer_rows, method_family
 from unisteer.report.results import ExperimentResults
 
 from tiny_models import tiny_model
-from tiny_pairs import random_pairs
-from tiny_tokenizers import CHATML, word_tokenizer
+from tiny_pairs import run_tiny, split_pairs_file
 
 EXPERIMENT = """\
 name = "tiny-layers"
@@ -47,23 +44,8 @@ layers = "all"
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResults, Path, int]:
     tmp = tmp_path_factory.mktemp("layers")
-    pairs = [
-        type(p)(p.query, p.positive, p.negative, p.id, {"split": "train" if i < 10 else "test"})
-        for i, p in enumerate(random_pairs(14, seed=4))
-    ]
-    data = PairSet(pairs).to_jsonl(tmp / "pairs.jsonl")
-    exp = parse_experiment(EXPERIMENT.format(data=data), str(tmp / "tiny.toml"))
-    model = tiny_model("llama")
-    out = tmp / "out"
-    results = run_experiment(
-        exp,
-        out=out,
-        model=model,
-        tokenizer=word_tokenizer(chat_template=CHATML),
-        progress=False,
-        log=lambda _: None,
-    )
-    return results, out, len(find_blocks(model)[1])
+    results, out = run_tiny(EXPERIMENT.format(data=split_pairs_file(tmp)), tmp)
+    return results, out, len(find_blocks(tiny_model("llama"))[1])
 
 
 def test_a_layer_rule_runs_one_method_per_block(

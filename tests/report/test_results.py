@@ -10,14 +10,10 @@ from typing import Any
 
 import pytest
 
-from unisteer.data import PairSet
-from unisteer.experiment import parse_experiment, run_experiment
 from unisteer.report.html import method_row, report_html, summary_markdown
 from unisteer.report.results import EvalResult, ExperimentResults, FitOutcome, MethodResult
 
-from tiny_models import tiny_model
-from tiny_pairs import random_pairs
-from tiny_tokenizers import CHATML, word_tokenizer
+from tiny_pairs import run_tiny, split_pairs_file
 
 EXPERIMENT = """\
 name = "tiny"
@@ -76,22 +72,7 @@ EVAL = [
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[ExperimentResults, Path]:
     tmp = tmp_path_factory.mktemp("results")
-    pairs = [
-        type(p)(p.query, p.positive, p.negative, p.id, {"split": "train" if i < 10 else "test"})
-        for i, p in enumerate(random_pairs(14, seed=4))
-    ]
-    data = PairSet(pairs).to_jsonl(tmp / "pairs.jsonl")
-    exp = parse_experiment(EXPERIMENT.format(data=data), str(tmp / "tiny.toml"))
-    out = tmp / "out"
-    results = run_experiment(
-        exp,
-        out=out,
-        model=tiny_model("llama"),
-        tokenizer=word_tokenizer(chat_template=CHATML),
-        progress=False,
-        log=lambda _: None,
-    )
-    return results, out
+    return run_tiny(EXPERIMENT.format(data=split_pairs_file(tmp)), tmp)
 
 
 def test_to_dict_is_what_results_json_holds_in_its_old_layout(

@@ -191,6 +191,22 @@ class _Runner:
         """The block ``method`` steers: its own ``layer``, else the experiment's."""
         return method.layer if method.layer is not None else self.layer
 
+    def _sweep(self, pairs: PairSet, delta: Delta, ms: list[float], progress: bool) -> SweepResult:
+        """``pairs`` at ``ms`` under the experiment's scoring settings, through the shared
+        replay cache (every sweep and evaluation of the run goes through here)."""
+        return sweep(
+            self.model,
+            self.tok,
+            pairs,
+            delta,
+            ms,
+            reduction=self.exp.reduction,  # type: ignore[arg-type]
+            include_suffix=self.exp.include_suffix,
+            positions=self.exp.positions,  # type: ignore[arg-type]
+            progress=progress,
+            cache=self.replay,
+        )
+
     # -- stages -----------------------------------------------------------------------------
 
     def train_stage(self, method: MethodSpec, mdir: Path) -> tuple[Delta, Stage]:
@@ -279,18 +295,7 @@ class _Runner:
         stage.start()
 
         def run(ms: list[float]) -> SweepResult:
-            return sweep(
-                self.model,
-                self.tok,
-                pairs,
-                delta,
-                ms,
-                reduction=self.exp.reduction,  # type: ignore[arg-type]
-                include_suffix=self.exp.include_suffix,
-                positions=self.exp.positions,  # type: ignore[arg-type]
-                progress=self.progress,
-                cache=self.replay,
-            )
+            return self._sweep(pairs, delta, ms, self.progress)
 
         result = run(grid)
         added: list[dict[str, Any]] = []
@@ -452,18 +457,7 @@ class _Runner:
         m = fit.chosen_m
 
         def score(ms: list[float]) -> pd.DataFrame:
-            return sweep(
-                self.model,
-                self.tok,
-                pairs,
-                delta,
-                ms,
-                reduction=self.exp.reduction,  # type: ignore[arg-type]
-                include_suffix=self.exp.include_suffix,
-                positions=self.exp.positions,  # type: ignore[arg-type]
-                progress=False,
-                cache=self.replay,
-            ).table
+            return self._sweep(pairs, delta, ms, False).table
 
         if test_table is not None:
             base = test_table[test_table["m"] == 0.0]
