@@ -573,8 +573,10 @@ def _run_locked(
     load_seconds = time.perf_counter() - t
     exp = resolve_layers(exp, len(find_blocks(model)[1]))
     runner = _Runner(exp, out_dir, pairs, model, tokenizer, progress, log, transfer)
+    blocks = sorted({runner.layer_of(m) for m in exp.methods})
+    where = f"layer {blocks[0]}" if len(blocks) == 1 else f"blocks {', '.join(map(str, blocks))}"
     log(
-        f"experiment {exp.name!r}: {exp.model} layer {runner.layer}, "
+        f"experiment {exp.name!r}: {exp.model} {where}, "
         f"{len(runner.data['train'])} training pairs, sweeps on "
         f"{len(runner.data['sweep_train'])} train + {len(runner.data['test'])} test pairs, "
         f"{len(exp.methods)} methods -> {out_dir}"

@@ -235,14 +235,28 @@ def plot_frontier(
 def plot_layers(
     rows: list[dict[str, Any]], path: str | Path, *, max_util_drop: float = 1.0
 ) -> Path:
-    """The rows of :func:`unisteer.report.layers.layer_rows` against the block: the fitted
-    PrefOdds gain at the chosen m (train fit, a line), the measured test gain at that m with
-    its 95% interval (error bars), and the chosen block circled."""
+    """The rows of :func:`unisteer.report.layers.layer_rows` against the block, two panels:
+    the PrefOdds gain at the m chosen on the train fit (fitted: a line; measured on the test
+    pairs with its 95% interval: error bars; the chosen block circled), and the UtilOdds drop
+    measured on the test pairs there, against the budget."""
     if not rows:
         raise ValueError("plot_layers needs at least one row")
-    fig = Figure(figsize=(7.0, 4.5))
-    ax = fig.subplots()
+    fig = Figure(figsize=(7.0, 7.0))
+    ax, ax_u = fig.subplots(2, 1, sharex=True)
     families = list(dict.fromkeys(r["family"] for r in rows))
+
+    def bars(ax: Axes, mine: list[dict[str, Any]], key: str, colour: str, label: str) -> None:
+        tested = [r for r in mine if r[key] is not None]
+        if not tested:
+            return
+        x = np.array([r["layer"] for r in tested], dtype=float)
+        y = np.array([r[key] for r in tested], dtype=float)
+        ci = [r[f"{key}_ci"] or [v, v] for r, v in zip(tested, y, strict=True)]
+        lo = np.array([v - (c[0] if c[0] is not None else v) for v, c in zip(y, ci, strict=True)])
+        hi = np.array([(c[1] if c[1] is not None else v) - v for v, c in zip(y, ci, strict=True)])
+        ax.errorbar(x + 0.15, y, yerr=[lo, hi], fmt="s", color=colour, ms=4, capsize=2,
+                    alpha=0.7, label=label)  # fmt: skip
+
     for i, family in enumerate(families):
         colour = f"C{i % 10}"
         mine = [r for r in rows if r["family"] == family]
@@ -251,36 +265,26 @@ def plot_layers(
             [np.nan if r["fit_pref_gain"] is None else r["fit_pref_gain"] for r in mine]
         )
         ax.plot(layers, fitted, "-o", color=colour, ms=4, label=f"{family} (fit, train)")
-        tested = [r for r in mine if r["test_pref_gain"] is not None]
-        if tested:
-            x = np.array([r["layer"] for r in tested], dtype=float)
-            y = np.array([r["test_pref_gain"] for r in tested])
-            lo = np.array(
-                [y[k] - (r["test_pref_gain_ci"] or [y[k]])[0] for k, r in enumerate(tested)]
-            )
-            hi = np.array(
-                [(r["test_pref_gain_ci"] or [0, y[k]])[1] - y[k] for k, r in enumerate(tested)]
-            )
-            ax.errorbar(
-                x + 0.15,
-                y,
-                yerr=[np.nan_to_num(lo), np.nan_to_num(hi)],
-                fmt="s",
-                color=colour,
-                ms=4,
-                capsize=2,
-                alpha=0.7,
-                label=f"{family} (measured, test, 95% CI)",
-            )
+        bars(ax, mine, "test_pref_gain", colour, f"{family} (measured, test, 95% CI)")
+        bars(ax_u, mine, "test_util_drop", colour, f"{family} (measured, test, 95% CI)")
         for r in mine:
             if r["chosen_layer"] and r["fit_pref_gain"] is not None:
                 ax.plot([r["layer"]], [r["fit_pref_gain"]], "o", ms=12, mfc="none", mec="black")
     ax.axhline(0.0, color="grey", lw=0.6)
-    ax.set_xlabel("block (layer index)")
-    ax.set_ylabel(f"PrefOdds gain at the chosen m (UtilOdds drop ≤ {max_util_drop:g})")
+    ax.set_ylabel("PrefOdds gain at the chosen m")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title("Which layer: preference gain within the utility budget (○ chosen block)")
+    ax.set_title(
+        f"Which layer: m chosen on the train fit (fitted UtilOdds drop ≤ {max_util_drop:g}); "
+        "○ chosen block",
+        fontsize=10,
+    )
+    ax_u.axhline(max_util_drop, color="grey", ls=":", lw=1, label=f"budget δ = {max_util_drop:g}")
+    ax_u.axhline(0.0, color="grey", lw=0.6)
+    ax_u.set_xlabel("block (layer index)")
+    ax_u.set_ylabel("UtilOdds drop at that m (test)")
+    ax_u.grid(alpha=0.3)
+    ax_u.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return _save(fig, path)
 
