@@ -9,7 +9,7 @@ measured gain, paired by seed and test pair, with its interval. Each run resumes
 stopped; the table goes to stdout and to ``OUT/table.md`` and ``OUT/table.json``.
 
     python scripts/split_vs_baselines.py [--concepts archaic pirate] [--seeds 0 1 2]
-                                         [--out unisteer-out/split_vs_baselines]
+                                         [--out unisteer-out/split_vs_baselines] [--table-only]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 import unisteer
-from unisteer.evaluate.gains import nested_interval
+from unisteer.evaluate.gains import mean_interval, nested_interval
 from unisteer.experiment import builtin_experiment, run_experiment
 from unisteer.files import write_json_atomic, write_text_atomic
 from unisteer.report.results import PAIR_GAINS, ExperimentResults
@@ -57,9 +57,14 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def two_level(groups: list[np.ndarray]) -> tuple[float, float]:
+    """Over seeds and pairs; with one run only, over its pairs (one level)."""
+    return nested_interval(groups) if len(groups) > 1 else mean_interval(groups[0])
+
+
 def interval(groups: list[np.ndarray]) -> str:
-    lo, hi = nested_interval(groups)
-    return f"[{fmt(lo)}, {fmt(hi)}]"
+    lo, hi = two_level(groups)
+    return f"[{fmt(lo)}, {fmt(hi)}]" + ("" if len(groups) > 1 else " (pairs)")
 
 
 def table(rows: list[dict[str, Any]], concepts: list[str]) -> tuple[str, list[dict[str, Any]]]:
@@ -101,9 +106,9 @@ def table(rows: list[dict[str, Any]], concepts: list[str]) -> tuple[str, list[di
                     "fit_gain_min": float(np.min(fitted)) if fitted else None,
                     "fit_gain_max": float(np.max(fitted)) if fitted else None,
                     "test_gain": g,
-                    "test_gain_ci": list(nested_interval(gains)) if gains else None,
+                    "test_gain_ci": list(two_level(gains)) if gains else None,
                     "test_drop": d,
-                    "test_drop_ci": list(nested_interval(drops)) if drops else None,
+                    "test_drop_ci": list(two_level(drops)) if drops else None,
                 }
                 records.append(rec)
                 fitted_text = (
@@ -154,7 +159,7 @@ def differences(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
             if not groups:
                 continue
             mean = float(np.mean([x.mean() for x in groups]))
-            lo, hi = nested_interval(groups)
+            lo, hi = two_level(groups)
             records.append(
                 {
                     "kind": kind,
@@ -166,7 +171,9 @@ def differences(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
                 }
             )
             lines.append(
-                f"| {kind} | {other} | {fmt(mean)} | [{fmt(lo)}, {fmt(hi)}] | {ahead} of {runs} |"
+                f"| {kind} | {other} | {fmt(mean)} | [{fmt(lo)}, {fmt(hi)}]"
+                + ("" if runs > 1 else " (pairs)")
+                + f" | {ahead} of {runs} |"
             )
     return "\n".join(lines), records
 
@@ -176,8 +183,22 @@ def main() -> None:
     ap.add_argument("--concepts", nargs="+", default=["archaic", "pirate"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=Path("unisteer-out/split_vs_baselines"))
+    ap.add_argument(
+        "--table-only", action="store_true", help="rebuild the tables from the finished runs"
+    )
     args = ap.parse_args()
     base = builtin_experiment("split_vs_baselines")
+    if args.table_only:
+        rows, done = [], []
+        for seed in args.seeds:
+            for concept in args.concepts:
+                out = args.out / f"{concept}-seed{seed}"
+                if (out / "results.json").is_file():
+                    rows += rows_of(ExperimentResults.load(out), concept, seed)
+                    done.append(f"{concept}/{seed}")
+        write_tables(rows, args, base, done, 0.0)
+        print((args.out / "table.md").read_text())
+        return
     model, tok = unisteer.load_model(base.model)
     rows: list[dict[str, Any]] = []
     done: list[str] = []
