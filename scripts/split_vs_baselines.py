@@ -70,7 +70,7 @@ def interval(groups: list[np.ndarray]) -> str:
 def table(rows: list[dict[str, Any]], concepts: list[str]) -> tuple[str, list[dict[str, Any]]]:
     lines = [
         "| kind | objective | concept | runs | fitted PrefOdds gain at budget (mean [min, max]) | "
-        "measured PrefOdds gain (test) | 95% CI (seeds × pairs) | measured UtilOdds drop | "
+        "measured PrefOdds gain (test) | 95% CI (runs × pairs) | measured UtilOdds drop | "
         "95% CI |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
