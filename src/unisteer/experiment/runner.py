@@ -321,8 +321,8 @@ class _Runner:
             current = replace(result, table=table)
             means = current.means()
             try:
-                # Only to place points: half the final fit's starts at most (the final fit,
-                # in fit_stage, uses them all).
+                # Only to place points: at most REFINE_STARTS starts (the final fit, in
+                # fit_stage, uses the experiment's own number).
                 fitted = fit_sweep(
                     table, n_starts=min(self.exp.fit_starts, REFINE_STARTS), strict=False
                 )
