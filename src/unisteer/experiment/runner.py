@@ -163,13 +163,17 @@ class _Runner:
         self.fingerprint = model_fingerprint(model, tokenizer)
         self.layer = exp.layer if exp.layer is not None else middle_layer(model)
         self.limit = token_limit(model, exp.max_tokens)
-        pairs = within_limit(
-            tokenizer,
-            pairs,
-            self.limit,
-            strict=not exp.lenient,
-            include_suffix=exp.include_suffix,
-        )
+
+        def usable(found: PairSet) -> PairSet:
+            return within_limit(
+                tokenizer,
+                found,
+                self.limit,
+                strict=not exp.lenient,
+                include_suffix=exp.include_suffix,
+            )
+
+        pairs = usable(pairs)
         self.skipped = tuple(str(p) for p in pairs.problems)
         if self.skipped:
             log(
@@ -178,14 +182,7 @@ class _Runner:
             )
         self.data = select_data(exp, pairs)
         if transfer is not None:
-            transfer = within_limit(
-                tokenizer,
-                transfer,
-                self.limit,
-                strict=not exp.lenient,
-                include_suffix=exp.include_suffix,
-            )
-            self.data["transfer"] = _shuffled(transfer, exp.seed + 2, exp.transfer_pairs)
+            self.data["transfer"] = _shuffled(usable(transfer), exp.seed + 2, exp.transfer_pairs)
 
     def layer_of(self, method: MethodSpec) -> int:
         """The block ``method`` steers: its own ``layer``, else the experiment's."""

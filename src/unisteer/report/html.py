@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from unisteer.files import write_text_atomic
 from unisteer.fit import MultiplierChoice, SweepFit
 from unisteer.report.layers import LAYER_COLUMNS, layer_rows, write_layer_table
+from unisteer.report.layers import finite as _number
+from unisteer.report.layers import interval as _interval
 from unisteer.report.plots import plot_frontier, plot_layers
 from unisteer.report.results import ExperimentResults, FitOutcome, MethodResult
 
@@ -31,10 +32,6 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
     return str(value)
-
-
-def _number(value: float | None) -> float | None:
-    return value if value is None or math.isfinite(value) else None
 
 
 def method_row(m: MethodResult) -> dict[str, Any]:
@@ -65,10 +62,6 @@ def method_row(m: MethodResult) -> dict[str, Any]:
         accuracy=_number(ev.accuracy),
     )
     return row
-
-
-def _interval(ci: tuple[float, float] | None) -> list[float | None] | None:
-    return None if ci is None else [_number(ci[0]), _number(ci[1])]
 
 
 def _unresolved(fit: FitOutcome) -> str:
@@ -292,6 +285,15 @@ def _samples_table(m: MethodResult) -> list[str]:
     ]
 
 
+def _html_table(table_id: str, columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table id='{table_id}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
 def report_html(results: ExperimentResults, out: Path) -> str:
     """``report.html``: the methods table, the frontier, each method's train and test fits
     (PNGs from ``out`` embedded), configuration, versions and timings."""
@@ -325,28 +327,14 @@ def report_html(results: ExperimentResults, out: Path) -> str:
     ]
     moved = transfer_rows(results)
     if moved:
-        thead = "".join(f"<th>{html.escape(title)}</th>" for _, title in TRANSFER_COLUMNS)
-        tbody = "".join(
-            "<tr>"
-            + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in TRANSFER_COLUMNS)
-            + "</tr>"
-            for r in moved
-        )
         parts += [
             f"<h2>Transfer to <code>{html.escape(str(exp.transfer))}</code></h2>",
             "<p>The m chosen on the train fit, measured on the test pairs and on the transfer "
             "pairs, each with a 95% bootstrap interval over its pairs.</p>",
-            f"<table id='transfer'><thead><tr>{thead}</tr></thead><tbody>{tbody}</tbody></table>",
+            _html_table("transfer", TRANSFER_COLUMNS, moved),
         ]
     by_layer = layer_rows(results)
     if by_layer:
-        lhead = "".join(f"<th>{html.escape(title)}</th>" for _, title in LAYER_COLUMNS)
-        lbody = "".join(
-            "<tr>"
-            + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in LAYER_COLUMNS)
-            + "</tr>"
-            for r in by_layer
-        )
         parts += [
             "<h2>Which layer</h2>",
             "<p>Per block: the m chosen on the train fit, the fitted preference gain there "
@@ -354,7 +342,7 @@ def report_html(results: ExperimentResults, out: Path) -> str:
             "with its 95% bootstrap interval. The chosen block has the largest fitted gain; "
             "every number is in <code>layers.json</code>.</p>",
             _img(out / "layers.png", "preference gain within the budget per block"),
-            f"<table id='layers'><thead><tr>{lhead}</tr></thead><tbody>{lbody}</tbody></table>",
+            _html_table("layers", LAYER_COLUMNS, by_layer),
         ]
     for m in results.methods:
         parts.append(f"<h2 id='{html.escape(m.name)}'>{html.escape(m.name)}</h2>")

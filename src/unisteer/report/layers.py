@@ -26,12 +26,13 @@ def method_family(m: MethodResult) -> str:
     return _AT_LAYER.sub("", m.name)
 
 
-def _finite(value: float | None) -> float | None:
+def finite(value: float | None) -> float | None:
+    """``value``, or ``None`` when it is not a finite number (JSON and the tables)."""
     return value if value is not None and math.isfinite(value) else None
 
 
-def _ci(ci: tuple[float, float] | None) -> list[float | None] | None:
-    return None if ci is None else [_finite(ci[0]), _finite(ci[1])]
+def interval(ci: tuple[float, float] | None) -> list[float | None] | None:
+    return None if ci is None else [finite(ci[0]), finite(ci[1])]
 
 
 def layer_rows(results: ExperimentResults) -> list[dict[str, Any]]:
@@ -55,15 +56,15 @@ def layer_rows(results: ExperimentResults) -> list[dict[str, Any]]:
                     "family": family,
                     "method": m.name,
                     "layer": m.layer,
-                    "chosen_m": None if choice is None else _finite(choice.m),
-                    "fit_pref_gain": None if choice is None else _finite(choice.pref_gain),
-                    "fit_util_drop": None if choice is None else _finite(choice.util_drop),
-                    "test_pref_gain": _finite(ev.pref_gain),
-                    "test_pref_gain_ci": _ci(ev.pref_gain_ci),
-                    "test_util_drop": _finite(ev.util_drop),
-                    "test_util_drop_ci": _ci(ev.util_drop_ci),
-                    "accuracy_m0": _finite(ev.accuracy_m0),
-                    "accuracy": _finite(ev.accuracy),
+                    "chosen_m": None if choice is None else finite(choice.m),
+                    "fit_pref_gain": None if choice is None else finite(choice.pref_gain),
+                    "fit_util_drop": None if choice is None else finite(choice.util_drop),
+                    "test_pref_gain": finite(ev.pref_gain),
+                    "test_pref_gain_ci": interval(ev.pref_gain_ci),
+                    "test_util_drop": finite(ev.util_drop),
+                    "test_util_drop_ci": interval(ev.util_drop_ci),
+                    "accuracy_m0": finite(ev.accuracy_m0),
+                    "accuracy": finite(ev.accuracy),
                     "fit_error": None if m.fit.ok else m.fit.error,
                     "chosen_layer": False,
                 }
