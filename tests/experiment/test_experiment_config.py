@@ -50,6 +50,8 @@ def test_a_good_file_reads_into_an_experiment() -> None:
     assert [m.name for m in exp.methods] == ["vector-diffmean", "my-lora"]
     config = exp.method_config(exp.methods[1])
     assert (config.gamma, config.lr, config.epochs, config.seed) == (3.0, 0.01, 1, 0)
+    assert exp.budget_level == 0.5  # the point rule unless asked
+    assert parse_experiment(GOOD + "[fit]\nbudget_level = 0.9\n", "t.toml").budget_level == 0.9
 
 
 @pytest.mark.parametrize(
@@ -75,6 +77,14 @@ def test_a_good_file_reads_into_an_experiment() -> None:
             r"t\.toml:27: report\.samples: must",
         ),
         (("gamma = 3.0", "gamma = 3.0\n[sweep]\nrefine_rounds = 0"), r"sweep\.refine_rounds: must"),
+        (
+            ("gamma = 3.0", "gamma = 3.0\n[fit]\nbudget_level = 0.3"),
+            r"t\.toml:27: fit\.budget_level: must be a one-sided confidence in \[0\.5, 1\)",
+        ),
+        (
+            ("gamma = 3.0", "gamma = 3.0\n[fit]\nbudget_level = 1"),
+            r"t\.toml:27: fit\.budget_level: must be",
+        ),
         (("train_pairs = 10", "max_tokens = 0"), r"t\.toml:10: data\.max_tokens: must be"),
         (("train_pairs = 10", 'lenient = "yes"'), r"t\.toml:10: data\.lenient: expected bool"),
         (

@@ -14,6 +14,7 @@ import pytest
 import unisteer.experiment.runner as runner_module
 from unisteer.experiment import parse_experiment, run_experiment
 from unisteer.report.results import ExperimentResults, FitOutcome
+from unisteer.fit.margin import drop_margin
 
 from tiny_models import tiny_model
 from tiny_pairs import split_pairs_file
@@ -264,3 +265,25 @@ def test_an_adaptive_sweep_records_its_added_points_and_the_test_sweep_keeps_the
     log: list[str] = []
     run(setup, log, exp)  # the adaptive stage is cached like any other
     assert sum("sweep train: done before" in line for line in log) == 2
+
+
+def test_a_budget_level_refits_without_resweeping_and_keeps_the_bound(
+    setup: dict[str, Any],
+) -> None:
+    budget = 0.05
+    point = run(setup, exp=setup["exp"].replace(max_util_drop=budget))
+    log: list[str] = []
+    safe = run(setup, log, setup["exp"].replace(max_util_drop=budget, budget_level=0.9))
+    text = "\n".join(log)
+    assert "sweep train: done before" in text and "fit: done before" not in text
+    for before, after in zip(point.methods, safe.methods, strict=True):
+        c0, c1 = before.fit.choice, after.fit.choice
+        assert c0 is not None and c1 is not None
+        assert c0.budget_level == 0.5 and c1.budget_level == 0.9
+        table = pd.read_parquet(after.directory / "sweep_train" / "sweep.parquet")
+        margin = drop_margin(table, 0.9)
+        assert c1.util_drop_bound == pytest.approx(c1.util_drop + float(margin(c1.m)))
+        assert c1.util_drop_bound <= budget + 1e-9 and abs(c1.m) <= abs(c0.m) + 1e-12
+    summary = (setup["out"] / "summary.md").read_text()
+    assert "kept with 90% one-sided confidence over pairs" in summary
+    assert "drop bound kept ≤ budget" in summary

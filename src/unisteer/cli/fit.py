@@ -21,6 +21,13 @@ def register(sub: Any) -> None:
         default=1.0,
         help="utility budget for the chosen m, in nats of UtilOdds (default 1)",
     )
+    p.add_argument(
+        "--budget-level",
+        type=float,
+        default=0.5,
+        help="one-sided confidence that the mean drop over pairs like these stays within the "
+        "budget (default 0.5: the fitted drop itself)",
+    )
     p.add_argument("--per-pair", action="store_true", help="also fit every pair's own curve")
     p.add_argument("--starts", type=int, default=16, help="SLSQP starts (default 16)")
     p.add_argument("--seed", type=int, default=0)
@@ -40,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         n_starts=args.starts,
         seed=args.seed,
         bootstrap=args.bootstrap,
+        budget_level=args.budget_level,
     )
     summary = {k: result[k] for k in ("r2", "choice") if k in result}
     print(json.dumps(summary, indent=2, default=str))

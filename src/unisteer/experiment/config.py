@@ -30,6 +30,7 @@ error that names the file, the key and its line. See ``src/unisteer/experiment/b
 
     [fit]
     max_util_drop = 1.0
+    budget_level = 0.9             # optional: keep the budget with this one-sided confidence
 
     [[method]]
     kind = "vector"
@@ -101,6 +102,8 @@ class Experiment:
     refine_rounds: int = 3
     fit_starts: int = 16
     max_util_drop: float = 1.0
+    # one-sided confidence of the budget over pairs (unisteer.fit.margin; 0.5: the fit itself)
+    budget_level: float = 0.5
     sample_prompts: int = 3  # test prompts generated for the report, per method ([report])
     sample_tokens: int = 48  # new tokens per sample, greedy ([report] tokens)
     source: str = "<built-in>"
@@ -184,7 +187,7 @@ _SWEEP: dict[str, type] = {
     "adaptive": bool,
     "refine_rounds": int,
 }
-_FIT: dict[str, type] = {"starts": int, "max_util_drop": float}
+_FIT: dict[str, type] = {"starts": int, "max_util_drop": float, "budget_level": float}
 _REPORT: dict[str, type] = {"samples": int, "tokens": int}
 _METHOD: dict[str, type] = {
     "kind": str,
@@ -344,6 +347,13 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         raise where.error("must be at least 1", "sweep", "refine_rounds")
     if fit.get("starts", 16) < 1:
         raise where.error("must be at least 1", "fit", "starts")
+    if not 0.5 <= fit.get("budget_level", 0.5) < 1:
+        raise where.error(
+            f"must be a one-sided confidence in [0.5, 1) (0.5: no margin), got "
+            f"{fit['budget_level']}",
+            "fit",
+            "budget_level",
+        )
 
     def located(value: str, key: str) -> str:
         if value == "default" or value.startswith("default:"):
@@ -460,6 +470,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         refine_rounds=sweep.get("refine_rounds", 3),
         fit_starts=fit.get("starts", 16),
         max_util_drop=float(fit.get("max_util_drop", 1.0)),
+        budget_level=float(fit.get("budget_level", 0.5)),
         sample_prompts=report.get("samples", 3),
         sample_tokens=report.get("tokens", 48),
         source=source,

@@ -50,6 +50,7 @@ from unisteer.files import (
     write_text_atomic,
 )
 from unisteer.fit import FitError, choose_multiplier, fit_sweep
+from unisteer.fit.margin import POINT_LEVEL, DropMargin, drop_margin
 from unisteer.fit.refine import default_tolerance, refinement_points
 from unisteer.generation import generate
 from unisteer.model.config import token_limit
@@ -283,6 +284,7 @@ class _Runner:
                 "rounds": self.exp.refine_rounds,
                 "max_util_drop": self.exp.max_util_drop,
                 "starts": self.exp.fit_starts,
+                **self._level_key(),
             }
         stage = Stage(mdir / f"sweep_{split}", key)
         if stage.done():
@@ -305,6 +307,17 @@ class _Runner:
         self.log(f"  sweep {split}: {seconds:.0f} s{more}")
         return SweepTables.of(result), stage, sorted(float(x) for x in result.table["m"].unique())
 
+    def _level_key(self) -> dict[str, float]:
+        """The budget level in a stage key, only when it is not the point rule (0.5), so that
+        stages made before the level existed stay valid."""
+        level = self.exp.budget_level
+        return {} if level == POINT_LEVEL else {"budget_level": level}
+
+    def _margin(self, table: pd.DataFrame) -> DropMargin | None:
+        """The budget margin of the experiment's level on ``table`` (``None`` at 0.5)."""
+        level = self.exp.budget_level
+        return drop_margin(table, level) if level > POINT_LEVEL else None
+
     def _refine(
         self, result: SweepResult, grid: list[float], run: Callable[[list[float]], SweepResult]
     ) -> tuple[SweepResult, list[dict[str, Any]]]:
@@ -317,6 +330,7 @@ class _Runner:
         for round_ in range(1, self.exp.refine_rounds + 1):
             current = replace(result, table=table)
             means = current.means()
+            margin = self._margin(table)
             try:
                 # Only to place points: at most REFINE_STARTS starts (the final fit, in
                 # fit_stage, uses the experiment's own number).
@@ -324,7 +338,9 @@ class _Runner:
                     table, n_starts=min(self.exp.fit_starts, REFINE_STARTS), strict=False
                 )
                 choice = (
-                    choose_multiplier(fitted, self.exp.max_util_drop) if fitted.converged else None
+                    choose_multiplier(fitted, self.exp.max_util_drop, margin=margin)
+                    if fitted.converged
+                    else None
                 )
             except FitError:
                 break
@@ -335,6 +351,7 @@ class _Runner:
                 max_util_drop=self.exp.max_util_drop,
                 tol=tol,
                 choice=choice,
+                margin=margin,
             )
             if not points:
                 break
@@ -364,6 +381,7 @@ class _Runner:
             "after": [s_train.content_digest, s_test.content_digest],
             "starts": self.exp.fit_starts,
             "max_util_drop": self.exp.max_util_drop,
+            **self._level_key(),
         }
         stage = Stage(mdir / "fit", key)
         if stage.done():
@@ -379,6 +397,7 @@ class _Runner:
                 max_util_drop=self.exp.max_util_drop,
                 n_starts=self.exp.fit_starts,
                 seed=self.exp.seed,
+                budget_level=self.exp.budget_level,
             )
             outcome = FitOutcome.fitted(fitted, write_fit_outputs(fitted, stage.directory))
         except FitError as e:
@@ -597,6 +616,7 @@ def _run_locked(
             max_util_drop=exp.max_util_drop,
             fit_starts=exp.fit_starts,
             transfer=exp.transfer,
+            budget_level=exp.budget_level,
         ),
         data=DataCounts(
             source=exp.data,

@@ -33,10 +33,12 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import brentq, minimize_scalar
 
 from unisteer.fit.curves import Array
 from unisteer.fit.errors import FitError
+from unisteer.fit.margin import POINT_LEVEL, DropMargin
 from unisteer.fit.result import CurveFit, SweepFit
 
 Region = Literal["linear", "transitional", "convergence"]
@@ -191,6 +193,9 @@ class MultiplierChoice:
     ``pref_gain = pref - pref_at_zero``; ``util_drop = util_at_zero - util`` (≤ max_util_drop).
     ``constraint_active``: the utility budget, not the preference curve, stopped the search.
     ``at_range_edge``: the answer is at the end of the swept range; a wider sweep may do better.
+    ``budget_level``: the one-sided confidence of the budget (:mod:`unisteer.fit.margin`; 0.5
+    is the fitted drop itself) and ``util_drop_bound`` the bound kept within the budget at m:
+    ``util_drop`` plus the margin there (equal to ``util_drop`` at level 0.5).
     """
 
     m: float
@@ -203,6 +208,12 @@ class MultiplierChoice:
     max_util_drop: float
     constraint_active: bool
     at_range_edge: bool
+    budget_level: float = POINT_LEVEL
+    util_drop_bound: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.util_drop_bound is None:
+            object.__setattr__(self, "util_drop_bound", self.util_drop)
 
     def to_dict(self) -> dict[str, float | bool]:
         return asdict(self)
@@ -214,9 +225,12 @@ def choose_multiplier(
     *,
     m_range: tuple[float, float] | None = None,
     grid_points: int = 2001,
+    margin: DropMargin | None = None,
 ) -> MultiplierChoice:
     """The m in the swept range (or ``m_range``) maximising fitted PrefOdds subject to a
-    fitted UtilOdds drop of at most ``max_util_drop`` nats from m = 0."""
+    fitted UtilOdds drop of at most ``max_util_drop`` nats from m = 0; with ``margin``
+    (:func:`~unisteer.fit.margin.drop_margin`) the fitted drop plus the margin is kept within
+    it instead (a budget that holds with the margin's one-sided confidence)."""
     if not max_util_drop >= 0:
         raise ValueError(f"max_util_drop must be a non-negative number, got {max_util_drop}")
     pref_fit = _preference(fit)
@@ -230,15 +244,18 @@ def choose_multiplier(
     def pref(x: float) -> float:
         return float(pref_fit.predict(x))
 
+    def extra(x: npt.ArrayLike) -> Array:
+        return np.zeros(np.shape(x)) if margin is None else margin(x)
+
     def excess(x: float) -> float:
         """Positive where the utility budget is exceeded."""
-        return u0 - float(util_fit.predict(x)) - max_util_drop
+        return u0 - float(util_fit.predict(x)) + float(extra(x)) - max_util_drop
 
     grid: Array = np.linspace(lo, hi, max(grid_points, 3))
     if lo <= 0 <= hi:
         grid = np.unique(np.append(grid, 0.0))
     pvals = pref_fit.predict(grid)
-    feasible = u0 - util_fit.predict(grid) - max_util_drop <= _FEASIBILITY_TOL
+    feasible = u0 - util_fit.predict(grid) + extra(grid) - max_util_drop <= _FEASIBILITY_TOL
     if not feasible.any():
         raise FitError(
             f"no multiplier in [{lo:g}, {hi:g}] keeps the fitted UtilOdds within "
@@ -257,7 +274,12 @@ def choose_multiplier(
         )
         candidates.append(float(res.x))
     for j in (i - 1, i + 1):
-        if 0 <= j < grid.size and not feasible[j] and excess(float(grid[i])) < 0:
+        if (
+            0 <= j < grid.size
+            and not feasible[j]
+            and excess(float(grid[i])) < 0
+            and np.isfinite(excess(float(grid[j])))
+        ):
             root = brentq(excess, float(grid[i]), float(grid[j]), xtol=1e-13)
             candidates.append(float(root))
     ok = [x for x in candidates if excess(x) <= _FEASIBILITY_TOL]
@@ -275,4 +297,6 @@ def choose_multiplier(
         max_util_drop=float(max_util_drop),
         constraint_active=bool(abs(excess(best)) <= 1e-6 * max(1.0, max_util_drop)),
         at_range_edge=bool(min(best - lo, hi - best) <= 1e-9 * span),
+        budget_level=POINT_LEVEL if margin is None else margin.level,
+        util_drop_bound=u0 - util + float(extra(best)),
     )

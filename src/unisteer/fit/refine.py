@@ -13,6 +13,8 @@ over budget), so the choice collapses to m = 0. :func:`refinement_points` propos
 * the fitted end of the linear region, and the chosen m itself, when no measured point lies
   within ``tol`` of them.
 
+With a budget margin (:mod:`unisteer.fit.margin`) the measured and the fitted drop are both
+read with the margin added, so the bracket refined is the one of the bound the choice keeps.
 Every point comes with its reason. The sweep stops when a round proposes nothing: then the
 chosen m has a measured point within ``tol`` and each crossing is bracketed to ``tol``.
 This module is pure numpy (it sees fitted curves and measured means, never a model).
@@ -28,6 +30,7 @@ from scipy.optimize import brentq
 
 from unisteer.fit.derive import MultiplierChoice, regions
 from unisteer.fit.errors import FitError
+from unisteer.fit.margin import DropMargin
 from unisteer.fit.result import SweepFit
 
 
@@ -57,11 +60,15 @@ def default_tolerance(grid: Sequence[float]) -> float:
     return float(min(np.max(np.diff(x)) / 4, (x[-1] - x[0]) * RANGE_FRACTION))
 
 
-def _fitted_crossing(fit: SweepFit, u0: float, budget: float, a: float, b: float) -> float | None:
-    """A root of the fitted utility drop minus the budget in [a, b], if it changes sign."""
+def _fitted_crossing(
+    fit: SweepFit, u0: float, budget: float, a: float, b: float, margin: DropMargin | None
+) -> float | None:
+    """A root of the fitted utility drop (plus ``margin``) minus the budget in [a, b], if it
+    changes sign."""
 
     def excess(x: float) -> float:
-        return u0 - float(fit.utility.predict(x)) - budget
+        extra = 0.0 if margin is None else float(margin(x))
+        return u0 - float(fit.utility.predict(x)) + extra - budget
 
     fa, fb = excess(a), excess(b)
     if not (np.isfinite(fa) and np.isfinite(fb)) or fa * fb > 0:
@@ -79,10 +86,12 @@ def refinement_points(
     max_util_drop: float,
     tol: float,
     choice: MultiplierChoice | None = None,
+    margin: DropMargin | None = None,
 ) -> list[Refinement]:
     """New multipliers to measure (sorted, none within ``tol`` of a measured one or of each
     other), from the current fit, the measured mean UtilOdds per m (``measured_util``; NaN
-    where undefined) and the current choice; see the module docstring."""
+    where undefined), the current choice and the budget ``margin`` if any; see the module
+    docstring."""
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
     m = np.asarray(measured_m, dtype=np.float64)
@@ -93,21 +102,23 @@ def refinement_points(
         raise ValueError("the measured grid must hold m = 0 (the utility budget is from there)")
     u0 = float(u[m == 0.0][0])
     budget = float(max_util_drop)
+    extra = np.zeros(m.size) if margin is None else margin(m)
     out: list[Refinement] = []
 
     for sign, name in ((1.0, "m > 0"), (-1.0, "m < 0")):
         side = m[sign * m >= 0]
         side_u = u[sign * m >= 0]
+        side_extra = extra[sign * m >= 0]
         steps = np.argsort(np.abs(side))  # from 0 outward
-        side, side_u = side[steps], side_u[steps]
-        over = [i for i in range(side.size) if not (u0 - side_u[i] <= budget)]
+        side, side_u, side_extra = side[steps], side_u[steps], side_extra[steps]
+        over = [i for i in range(side.size) if not (u0 - side_u[i] + side_extra[i] <= budget)]
         if not over or over[0] == 0:
             continue
         a, b = float(side[over[0] - 1]), float(side[over[0]])  # within budget, then over it
         if abs(b - a) <= tol:
             continue
         lo, hi = min(a, b), max(a, b)
-        x = _fitted_crossing(fit, u0, budget, lo, hi)
+        x = _fitted_crossing(fit, u0, budget, lo, hi, margin)
         if x is not None and min(x - lo, hi - x) > tol:
             out.append(Refinement(x, f"fitted UtilOdds crosses the {budget:g} nat budget ({name})"))
         else:

@@ -47,6 +47,7 @@ from unisteer.fit import (
     linear_slope,
     regions,
 )
+from unisteer.fit.margin import POINT_LEVEL, drop_margin
 from unisteer.report.plots import plot_frontier, plot_sweep_fit
 from unisteer.scoring.table import read_sweep_table
 
@@ -192,6 +193,7 @@ def fit_tables(
     n_starts: int = N_STARTS,
     seed: int = SEED,
     bootstrap: int = 0,
+    budget_level: float = POINT_LEVEL,
 ) -> FittedSweeps:
     """Fit the mean curves of the sweep table ``train_table`` (and ``test_table``), choose m
     on the train fit, and return everything in memory; nothing is written.
@@ -199,7 +201,9 @@ def fit_tables(
     The mean curves are fitted with ``n_starts`` seeded SLSQP starts (paper Eqs. 12, 15, 17);
     ``bootstrap=B`` adds percentile intervals over pairs (B resamples) to the train fits;
     ``per_pair`` adds per-pair fits (failures recorded, not raised). The multiplier is chosen
-    on the train fit with a UtilOdds budget of ``max_util_drop`` nats. Raises
+    on the train fit with a UtilOdds budget of ``max_util_drop`` nats, kept with one-sided
+    confidence ``budget_level`` over the train pairs (:mod:`unisteer.fit.margin`; 0.5: the
+    fitted drop itself, the paper's rule). Raises
     :class:`~unisteer.fit.FitError` naming ``train_source`` or ``test_source`` on degenerate
     data or a mean fit that does not converge."""
     train_name = str(train_source)
@@ -208,7 +212,8 @@ def fit_tables(
     test = None
     if test_table is not None:
         test = _fit_table(test_table, test_name, n_starts=n_starts, seed=seed, bootstrap=0)
-    choice = choose_multiplier(train, max_util_drop)
+    margin = drop_margin(train_table, budget_level) if budget_level > POINT_LEVEL else None
+    choice = choose_multiplier(train, max_util_drop, margin=margin)
     pairs = None
     if per_pair:
         pairs = {"train": _pairs(train_table, n_starts=n_starts, seed=seed)}
@@ -274,6 +279,7 @@ def fit_command(
     n_starts: int = N_STARTS,
     seed: int = SEED,
     bootstrap: int = 0,
+    budget_level: float = POINT_LEVEL,
 ) -> dict[str, Any]:
     """Fit ``sweep`` (and ``test``), write ``fits.json`` and PNG plots to ``out``, return the
     dict that was written.
@@ -297,5 +303,6 @@ def fit_command(
         n_starts=n_starts,
         seed=seed,
         bootstrap=bootstrap,
+        budget_level=budget_level,
     )
     return write_fit_outputs(fitted, Path(out))

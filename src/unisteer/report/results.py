@@ -95,6 +95,8 @@ def _choice(data: Mapping[str, Any]) -> MultiplierChoice:
         max_util_drop=_float(data["max_util_drop"]),
         constraint_active=bool(data["constraint_active"]),
         at_range_edge=bool(data["at_range_edge"]),
+        budget_level=_float(data.get("budget_level", 0.5)),
+        util_drop_bound=_float(data.get("util_drop_bound", data["util_drop"])),
     )
 
 
@@ -405,6 +407,7 @@ class ExperimentSettings:
     max_util_drop: float
     fit_starts: int
     transfer: str | None = None  # the source of the transfer pairs ([data] transfer)
+    budget_level: float = 0.5  # one-sided confidence of the budget ([fit] budget_level)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -420,6 +423,7 @@ class ExperimentSettings:
             "positions": self.positions,
             "max_util_drop": self.max_util_drop,
             "fit_starts": self.fit_starts,
+            "budget_level": self.budget_level,
         }
         if self.transfer is not None:
             out["transfer"] = self.transfer
@@ -441,6 +445,7 @@ class ExperimentSettings:
             max_util_drop=float(data["max_util_drop"]),
             fit_starts=int(data["fit_starts"]),
             transfer=data.get("transfer"),
+            budget_level=float(data.get("budget_level", 0.5)),
         )
 
 
