@@ -13,8 +13,8 @@ import pytest
 
 import unisteer.experiment.runner as runner_module
 from unisteer.experiment import parse_experiment, run_experiment
-from unisteer.report.results import ExperimentResults, FitOutcome
 from unisteer.fit.margin import drop_margin
+from unisteer.report.results import ExperimentResults, FitOutcome
 
 from tiny_models import tiny_model
 from tiny_pairs import split_pairs_file
