@@ -4,12 +4,15 @@
     fit = fit_sweep(table)                      # table: a sweep's tidy table (sweep.parquet)
     fit.preference.params, fit.preference.r2    # parameters by name, R²
     choice = choose_multiplier(fit, max_util_drop=1.0)
+    safer = choose_multiplier(fit, 1.0, margin=drop_margin(table, 0.9))  # 90% over pairs
     g = generalization(train_table, test_table) # R² on train, on test, and train → test
 
 Modules: :mod:`~unisteer.fit.curves` (the model functions), :mod:`~unisteer.fit.data`
 (tables and arrays to checked points), :mod:`~unisteer.fit.solve` (SLSQP multi-start),
 :mod:`~unisteer.fit.fitting` (the fitting entry points), :mod:`~unisteer.fit.bootstrap`,
-:mod:`~unisteer.fit.generalize`, :mod:`~unisteer.fit.derive` (slope, regions, choice of m).
+:mod:`~unisteer.fit.generalize`, :mod:`~unisteer.fit.derive` (slope, regions, choice of m),
+:mod:`~unisteer.fit.margin` (a confidence margin on the budget), :mod:`~unisteer.fit.refine`
+(where an adaptive sweep measures next).
 """
 
 from unisteer.fit.curves import (
@@ -34,6 +37,7 @@ from unisteer.fit.derive import (
 from unisteer.fit.errors import FitConvergenceError, FitError
 from unisteer.fit.fitting import fit_curve, fit_preference, fit_sweep, fit_utility
 from unisteer.fit.generalize import Generalization, R2Scores, generalization, transfer_r2
+from unisteer.fit.margin import DropMargin, drop_margin
 from unisteer.fit.result import CurveFit, PairFits, SweepFit, r_squared
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "PREFERENCE_NAMES",
     "UTILITY_NAMES",
     "CurveFit",
+    "DropMargin",
     "FitConvergenceError",
     "FitError",
     "Generalization",
@@ -55,6 +60,7 @@ __all__ = [
     "choose_multiplier",
     "constraint_violation",
     "decay",
+    "drop_margin",
     "fit_curve",
     "fit_preference",
     "fit_sweep",
