@@ -13,7 +13,13 @@ from unisteer.experiment import (
     load_experiment,
     parse_experiment,
 )
-from unisteer.experiment.config import resolve_layers, rule_layers, with_profile
+from unisteer.experiment.config import (
+    MethodSpec,
+    quick_methods,
+    resolve_layers,
+    rule_layers,
+    with_profile,
+)
 
 GOOD = """\
 name = "t"
@@ -143,6 +149,27 @@ def test_builtin_experiments_are_valid(name: str) -> None:
     assert quick.sweep_points == 7 and quick.output.endswith("-quick")
     full = with_profile(exp, "full")
     assert full.train_pairs is None and full.test_pairs is None
+
+
+def test_quick_keeps_every_kind_objective_and_layer_once() -> None:
+    def spec(kind: str, objective: str, layer: int | None = None) -> MethodSpec:
+        return MethodSpec(kind, objective, f"{kind}-{objective}-{layer}", layer=layer)
+
+    methods = (
+        spec("vector", "diffmean"),
+        spec("vector", "sft"),
+        spec("lora", "sft"),
+        spec("lora", "split"),  # a new objective
+        spec("lora", "reps", 3),  # a new objective and layer
+        spec("local_weight", "sft"),  # a new kind
+        spec("local_weight", "split"),  # nothing new: left out
+        spec("vector", "diffmean", 3),  # nothing new (layer 3 seen): left out
+        spec("vector", "diffmean", 5),  # a new layer
+    )
+    kept = [m.name for m in quick_methods(methods)]
+    assert kept == [m.name for i, m in enumerate(methods) if i not in (6, 7)]
+    quick = with_profile(builtin_experiment("default"), "quick")
+    assert len(quick.methods) == 6 and not quick.adaptive and quick.train_pairs == 4
 
 
 def test_default_experiment_has_every_kind_and_objective() -> None:

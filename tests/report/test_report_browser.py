@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from unisteer.experiment import builtin_experiment
+from unisteer.experiment.config import quick_methods
+
 CHECK = """
 <script>
 window.addEventListener("load", () => {
@@ -83,7 +86,12 @@ def test_quick_main_job_and_its_report_in_a_browser(tmp_path: Path) -> None:
     assert "wall time" in done.stdout and "peak memory" in done.stdout
     results = json.loads((out / "results.json").read_text())
     names = [m["name"] for m in results["methods"]]
-    assert len(names) == 10
+    # --quick: every kind and objective once (the default's 10 methods give 6)
+    assert names == [m.name for m in quick_methods(builtin_experiment("default").methods)]
+    assert len(names) == 6 and "left out: lora-reps, lora-split" in done.stdout
+    kinds = {(m["kind"], m["objective"]) for m in results["methods"]}
+    assert {k for k, _ in kinds} == {"vector", "lora", "local_weight"}
+    assert {o for _, o in kinds} == {"diffmean", "sft", "reps", "split"}
     seen = render(out / "report.html")
     assert seen["rows"] == names
     assert seen["broken"] == []

@@ -37,7 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     exp = load_experiment(args.experiment)
-    exp = with_profile(exp, "quick" if args.quick else "full" if args.full else "normal")
+    sized = with_profile(exp, "quick" if args.quick else "full" if args.full else "normal")
+    left_out = [m.name for m in exp.methods if m not in sized.methods]
+    if left_out:
+        print(
+            f"--quick: {len(sized.methods)} of {len(exp.methods)} methods (every kind, objective "
+            f"and layer once); left out: {', '.join(left_out)}",
+            flush=True,
+        )
+    exp = sized
     results = run_experiment(exp, out=args.out, progress=not args.no_progress)
     out = Path(args.out if args.out is not None else exp.output)
     from unisteer.report.html import summary_markdown

@@ -513,20 +513,38 @@ def builtin_experiment(name: str) -> Experiment:
 PROFILES = ("normal", "quick", "full")
 
 
+def quick_methods(methods: tuple[MethodSpec, ...]) -> tuple[MethodSpec, ...]:
+    """The methods, in order, that bring a kind, an objective or a layer (or layer rule) no
+    earlier kept method has: what a smoke test must touch (the default's ten methods give six:
+    the four vector objectives, LoRA SFT and local-weight SFT)."""
+    kept: list[MethodSpec] = []
+    seen: set[tuple[str, object]] = set()
+    for m in methods:
+        keys = {("kind", m.kind), ("objective", m.objective), ("layer", (m.layer, m.layers))}
+        if not keys <= seen:
+            kept.append(m)
+            seen |= keys
+    return tuple(kept)
+
+
 def with_profile(exp: Experiment, profile: str) -> Experiment:
     """The experiment at another size.
 
-    ``quick``: 6 training pairs, sweeps of 7 points (the fewest a fit accepts) on 3 train and
-    3 test pairs, one epoch, 4 fit starts, one generated sample of 16 tokens: a smoke test of
-    the whole pipeline in a few minutes. ``full``: every pair of both splits, trained and
-    swept, 21 points, two epochs (the paper's Psychopathy and PowerSeeking setting). The
-    output folder gets the profile's name as a suffix.
+    ``quick``: the methods that bring a new kind, objective or layer (:func:`quick_methods`:
+    every kind, every objective and every layer at least once), 4 training pairs, sweeps of 7
+    points (the fewest a fit accepts) on 3 train and 3 test pairs and no adaptive refinement
+    (3 pairs cannot place its points; the tests cover it), one epoch, 4 fit starts, one
+    generated sample of 16 tokens: a smoke test of the whole pipeline in under 3 minutes.
+    ``full``: every pair of both splits, trained and swept, 21 points, two epochs (the paper's
+    Psychopathy and PowerSeeking setting). The output folder gets the profile's name as a
+    suffix.
     """
     if profile == "normal":
         return exp
     if profile == "quick":
         return exp.replace(
-            train_pairs=6,
+            methods=quick_methods(exp.methods),
+            train_pairs=4,
             test_pairs=3,
             sweep_train_pairs=3,
             transfer_pairs=3 if exp.transfer is not None else None,
@@ -535,7 +553,7 @@ def with_profile(exp: Experiment, profile: str) -> Experiment:
             fit_starts=min(exp.fit_starts, 4),
             sample_prompts=min(exp.sample_prompts, 1),
             sample_tokens=min(exp.sample_tokens, 16),
-            refine_rounds=1,
+            adaptive=False,
             output=f"{exp.output}-quick",
         )
     if profile == "full":

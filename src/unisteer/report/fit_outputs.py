@@ -236,9 +236,12 @@ def fit_tables(
     )
 
 
-def write_fit_outputs(fitted: FittedSweeps, out: str | Path) -> dict[str, Any]:
+def write_fit_outputs(
+    fitted: FittedSweeps, out: str | Path, *, with_frontier: bool = True
+) -> dict[str, Any]:
     """Write the PNG plots and ``fits.json`` of ``fitted`` into ``out`` (``fits.json`` last);
-    return the dict written."""
+    return the dict written. ``with_frontier=False`` leaves out ``frontier.png`` (an experiment
+    draws one frontier of all its methods instead)."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {
@@ -258,12 +261,13 @@ def write_fit_outputs(fitted: FittedSweeps, out: str | Path) -> dict[str, Any]:
             title=TEST_TITLE,
         )
         frontier["test"] = fitted.test
-    plots["frontier"] = plot_frontier(
-        frontier,
-        out_dir / "frontier.png",
-        choices={"train": fitted.choice},
-        max_util_drop=fitted.max_util_drop,
-    )
+    if with_frontier:
+        plots["frontier"] = plot_frontier(
+            frontier,
+            out_dir / "frontier.png",
+            choices={"train": fitted.choice},
+            max_util_drop=fitted.max_util_drop,
+        )
     result = fitted.to_dict(plots)
     write_text_atomic(out_dir / "fits.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
