@@ -122,6 +122,10 @@ def test_fit_tables_keeps_the_fits_and_writes_what_fit_command_writes(tmp_path: 
     a = (tmp_path / "a" / "fits.json").read_text().replace(str(tmp_path / "a"), "OUT")
     b = (tmp_path / "b" / "fits.json").read_text().replace(str(tmp_path / "b"), "OUT")
     assert a == b
+    # an experiment's methods leave out their own frontier (the report draws one of all)
+    lean = write_fit_outputs(fitted, tmp_path / "c", with_frontier=False)
+    assert set(lean["plots"]) == {"fit", "fit_test"} and set(written["plots"]) > set(lean["plots"])
+    assert not (tmp_path / "c" / "frontier.png").exists()
 
 
 def test_fit_tables_names_its_tables_in_errors_and_writes_nothing() -> None:
