@@ -38,12 +38,13 @@ kind = "vector"
 objective = "diffmean"
 """
 
-# The keys of results.json, in order, as written before the results were typed.
+# The keys of results.json, in order, as written before the results were typed (and since:
+# experiment.budget_level, the budget's confidence level of unisteer.fit.margin).
 TOP = ["experiment", "data", "model", "versions", "methods", "timings", "peak_memory_mb"]
 SECTIONS = {
     "experiment": [
         "name", "source", "model", "layer", "data", "seed", "train", "sweep_points",
-        "reduction", "positions", "max_util_drop", "fit_starts",
+        "reduction", "positions", "max_util_drop", "fit_starts", "budget_level",
     ],
     "data": ["source", "n_train", "n_sweep_train", "n_test", "skipped"],
     "model": ["name", "fingerprint"],
