@@ -124,3 +124,19 @@ def test_sweep_command_end_to_end(tmp_path, capsys) -> None:  # type: ignore[no-
     assert main([*args[:-4], "--ms", "1:x", "--out", str(tmp_path / "o2")]) == 2
     assert "argument --ms: cannot read the multiplier grid '1:x'" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("level", ["0.3", "1", "high"])
+def test_a_bad_budget_level_is_refused_while_parsing(
+    level: str, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    out = Path(str(tmp_path)) / "fit"
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", str(Path(str(tmp_path)) / "sweep.parquet"), "--out", str(out),
+              "--budget-level", level])  # fmt: skip
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --budget-level" in err and "[0.5, 1)" in err
+    assert not out.exists()  # refused before anything is read or written

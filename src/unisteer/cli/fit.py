@@ -8,6 +8,23 @@ from pathlib import Path
 from typing import Any
 
 
+def _level(text: str) -> float:
+    """``--budget-level``: a one-sided confidence in [0.5, 1), refused while parsing (before
+    any fitting) with the library's own message."""
+    from unisteer.fit.margin import check_level
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a one-sided confidence in [0.5, 1), got {text!r}"
+        ) from None
+    try:
+        return check_level(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "fit", help="fit PrefOdds/UtilOdds curves of a sweep; R², regions and the chosen m"
@@ -23,7 +40,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--budget-level",
-        type=float,
+        type=_level,
         default=0.5,
         help="one-sided confidence that the mean drop over pairs like these stays within the "
         "budget (default 0.5: the fitted drop itself)",

@@ -50,7 +50,7 @@ from unisteer.files import (
     write_text_atomic,
 )
 from unisteer.fit import FitError, choose_multiplier, fit_sweep
-from unisteer.fit.margin import POINT_LEVEL, DropMargin, drop_margin
+from unisteer.fit.margin import POINT_LEVEL, margin_for
 from unisteer.fit.refine import default_tolerance, refinement_points
 from unisteer.generation import generate
 from unisteer.model.config import token_limit
@@ -313,11 +313,6 @@ class _Runner:
         level = self.exp.budget_level
         return {} if level == POINT_LEVEL else {"budget_level": level}
 
-    def _margin(self, table: pd.DataFrame) -> DropMargin | None:
-        """The budget margin of the experiment's level on ``table`` (``None`` at 0.5)."""
-        level = self.exp.budget_level
-        return drop_margin(table, level) if level > POINT_LEVEL else None
-
     def _refine(
         self, result: SweepResult, grid: list[float], run: Callable[[list[float]], SweepResult]
     ) -> tuple[SweepResult, list[dict[str, Any]]]:
@@ -330,7 +325,7 @@ class _Runner:
         for round_ in range(1, self.exp.refine_rounds + 1):
             current = replace(result, table=table)
             means = current.means()
-            margin = self._margin(table)
+            margin = margin_for(table, self.exp.budget_level)
             try:
                 # Only to place points: at most REFINE_STARTS starts (the final fit, in
                 # fit_stage, uses the experiment's own number).

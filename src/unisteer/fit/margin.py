@@ -76,14 +76,6 @@ class DropMargin:
         """True when the margin is zero everywhere (``level = 0.5``)."""
         return self.level == POINT_LEVEL
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "level": self.level,
-            "m": [float(v) for v in self.m],
-            "margin": [float(v) for v in self.margin],
-            "n_pairs": [int(v) for v in self.n_pairs],
-        }
-
 
 def drop_margin(table: pd.DataFrame, level: float = POINT_LEVEL) -> DropMargin:
     """The margin of the module docstring from a sweep table (one row per pair and m, with
@@ -110,3 +102,9 @@ def drop_margin(table: pd.DataFrame, level: float = POINT_LEVEL) -> DropMargin:
             se = float(np.nanstd(drops[:, j], ddof=1)) / np.sqrt(n[j])
             margin[j] = float(student_t.ppf(level, n[j] - 1)) * se
     return DropMargin(ms, margin, n, level)
+
+
+def margin_for(table: pd.DataFrame, level: float) -> DropMargin | None:
+    """:func:`drop_margin` of ``table`` at ``level``, or ``None`` at the point rule (0.5), where
+    the margin is zero and the choice needs none."""
+    return drop_margin(table, level) if check_level(level) > POINT_LEVEL else None

@@ -47,7 +47,7 @@ from unisteer.fit import (
     linear_slope,
     regions,
 )
-from unisteer.fit.margin import POINT_LEVEL, drop_margin
+from unisteer.fit.margin import POINT_LEVEL, margin_for
 from unisteer.report.plots import plot_frontier, plot_sweep_fit
 from unisteer.scoring.table import read_sweep_table
 
@@ -212,8 +212,7 @@ def fit_tables(
     test = None
     if test_table is not None:
         test = _fit_table(test_table, test_name, n_starts=n_starts, seed=seed, bootstrap=0)
-    margin = drop_margin(train_table, budget_level) if budget_level > POINT_LEVEL else None
-    choice = choose_multiplier(train, max_util_drop, margin=margin)
+    choice = choose_multiplier(train, max_util_drop, margin=margin_for(train_table, budget_level))
     pairs = None
     if per_pair:
         pairs = {"train": _pairs(train_table, n_starts=n_starts, seed=seed)}

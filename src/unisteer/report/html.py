@@ -13,6 +13,7 @@ from typing import Any
 
 from unisteer.files import write_text_atomic
 from unisteer.fit import MultiplierChoice, SweepFit
+from unisteer.fit.margin import POINT_LEVEL
 from unisteer.report.layers import LAYER_COLUMNS, layer_rows, write_layer_table
 from unisteer.report.layers import finite as _number
 from unisteer.report.layers import interval as _interval
@@ -76,7 +77,7 @@ def choice_rule(exp: ExperimentSettings) -> str:
         f"Chosen m: the largest fitted PrefOdds (train fit) with a fitted UtilOdds drop of at "
         f"most {exp.max_util_drop:g} nat"
     )
-    if exp.budget_level > 0.5:
+    if exp.budget_level > POINT_LEVEL:
         rule += (
             f", kept with {exp.budget_level:.0%} one-sided confidence over pairs: the fitted "
             "drop plus t·SE of the measured per-pair drops (column 'drop bound') stays within "
