@@ -40,6 +40,7 @@ from unisteer.core.delta import Delta
 from unisteer.core.fingerprint import model_fingerprint
 from unisteer.core.positions import Multiplier, PositionMode
 from unisteer.core.steer import steer
+from unisteer.core.steering_set import Steerable
 from unisteer.data.chat import has_chat_template, prompt_text
 from unisteer.data.conversation import Query
 from unisteer.data.tokens import pad_id
@@ -163,7 +164,7 @@ def generate_detailed(
     tokenizer: Any,
     prompts: Sequence[Query],
     *,
-    delta: Delta | Sequence[Delta] | None = None,
+    delta: Steerable | Sequence[Delta] | None = None,
     m: Multiplier | Sequence[float] = 1.0,
     positions: PositionMode = "all",
     max_new_tokens: int = 128,
@@ -249,7 +250,7 @@ def generate(
     tokenizer: Any,
     prompts: Sequence[Query],
     *,
-    delta: Delta | Sequence[Delta] | None = None,
+    delta: Steerable | Sequence[Delta] | None = None,
     m: Multiplier | Sequence[float] = 1.0,
     positions: PositionMode = "all",
     max_new_tokens: int = 128,
@@ -302,7 +303,7 @@ def generate_text(
     tokenizer: Any,
     queries: Sequence[str],
     *,
-    delta: Delta | None = None,
+    delta: Steerable | None = None,
     m: Multiplier = 1.0,
     positions: PositionMode = "all",
     max_new_tokens: int = 128,

@@ -23,7 +23,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("sweep", help="PrefOdds and UtilOdds of a saved delta over a grid of m")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--delta", required=True, help="directory written by Delta.save")
+    p.add_argument(
+        "--delta", required=True, help="a folder written by save_delta or save_steering_set"
+    )
     p.add_argument("--data", required=True, help="a data file or default[:CONCEPT]")
     add_source_options(p)
     add_length_options(p)
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -> int:
-    from unisteer.core.io import load_delta
+    from unisteer.core.io import load_steerable
     from unisteer.model.load import load_model
     from unisteer.scoring.sweep import sweep
 
@@ -80,7 +82,7 @@ def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -
     unreadable = [str(x) for x in read.problems]
     pairs = pick_split(PairSet(read, name=read.name), args.split)  # listed once, below
     model, tokenizer = load_model(args.model)
-    delta = load_delta(args.delta, model, tokenizer=tokenizer)
+    delta = load_steerable(args.delta, model, tokenizer=tokenizer)
     pairs = within_limits(args, pairs, model, tokenizer, include_suffix=args.include_suffix)
     if not len(pairs):
         raise UsageError(f"{args.data}: no pairs left to sweep (all longer than the token limit)")

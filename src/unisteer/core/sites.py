@@ -29,6 +29,7 @@ A site can always be named explicitly with a dotted path, where ``{L}`` stands f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -166,6 +167,20 @@ def site_is_block_output(model: nn.Module, delta: Delta) -> bool:
         and delta.site == f"{prefix}{index}"
         and index + 1 < len(blocks)
     )
+
+
+def replay_start(model: nn.Module, deltas: Sequence[Delta]) -> tuple[int, str | None]:
+    """Where a replay of ``deltas`` begins: the lowest block holding one of them, and that
+    block's path when every delta in it sits on its output (a residual site with a block after
+    it; the replay then starts at the next block, with those deltas applied to its input),
+    else ``None``."""
+    if not deltas:
+        raise SiteError("no deltas to replay")
+    layer = min(block_index_of(model, d.site) for d in deltas)
+    first = [d for d in deltas if block_index_of(model, d.site) == layer]
+    if all(site_is_block_output(model, d) for d in first):
+        return layer, first[0].site
+    return layer, None
 
 
 def _layer_index(blocks: nn.ModuleList, layer: int, path: str) -> int:

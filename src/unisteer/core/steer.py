@@ -46,6 +46,7 @@ from unisteer.core.positions import (
     validate_positions,
 )
 from unisteer.core.sites import check_site, experts_transposed, split_param_path
+from unisteer.core.steering_set import SteeringSet, deltas_of
 from unisteer.errors import SteeringError
 
 #: What a delta does at its site: ``"add"`` adds ``m·(ΔW x + Δb)``; ``"null"`` (vectors only)
@@ -261,6 +262,14 @@ class Steering:
         out = hook(self.model.get_submodule(delta.site), (y,), y)
         return y if out is None else cast(Tensor, out)
 
+    def at_residual(self, site: str, y: Tensor) -> Tensor:
+        """What every delta at the residual site ``site`` makes of its output ``y``, in order
+        (:meth:`at_site` for each); ``y`` itself when none sits there."""
+        for index, delta in enumerate(self.deltas):
+            if delta.site == site:
+                y = self.at_site(index, y)
+        return y
+
     @contextmanager
     def calling(self, batch: int, n_tokens: int, past: int = 0) -> Iterator[None]:
         """Declare the layout of a call that bypasses the model's own ``forward`` (e.g. running
@@ -383,7 +392,7 @@ def watch_outputs(
 
 def steer(
     model: nn.Module,
-    deltas: Delta | Sequence[Delta],
+    deltas: Delta | SteeringSet | Sequence[Delta],
     m: Multiplier | Sequence[Multiplier] = 1.0,
     *,
     positions: Positions = "all",
@@ -394,7 +403,9 @@ def steer(
 
     Args:
         model: any Hugging Face causal LM (or module containing the deltas' sites).
-        deltas: one :class:`~unisteer.delta.Delta` or a list; all act at once.
+        deltas: one :class:`~unisteer.delta.Delta`, a
+            :class:`~unisteer.core.steering_set.SteeringSet` (every member under the one ``m``)
+            or a list; all act at once.
         m: the multiplier: a float, a ``[B]`` tensor (per row) or a ``[B, T_total]`` tensor
             (per column); or a list with one such value per delta. ``m = 0`` leaves the model's
             outputs bit-for-bit unchanged.
@@ -407,7 +418,7 @@ def steer(
         ops: what each delta does: ``"add"`` (default) or, for vectors, ``"null"`` (RePS's
             null intervention ``-ReLU(y·v)/‖v‖²·v``, scaled by ``m``); one op or one per delta.
     """
-    ds = [deltas] if isinstance(deltas, Delta) else list(deltas)
+    ds = deltas_of(deltas)
     ms: list[Multiplier] = (
         list(m) if isinstance(m, list | tuple) else [cast(Multiplier, m)] * len(ds)
     )

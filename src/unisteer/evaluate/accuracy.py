@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from unisteer.core.delta import Delta
+from unisteer.core.steering_set import Steerable
 from unisteer.data.pairs import PolarityPair
 from unisteer.errors import DataError
 from unisteer.evaluate.axbench.store import DeltaSource, as_delta, slug
@@ -61,7 +61,7 @@ def pair_accuracy(
     model: Any,
     tokenizer: Any,
     pairs: Sequence[PolarityPair],
-    delta: Delta | None = None,
+    delta: Steerable | None = None,
     m: float = 0.0,
     **kwargs: Any,
 ) -> AccuracyResult:
@@ -80,7 +80,7 @@ def accuracy_by_m(
     model: Any,
     tokenizer: Any,
     pairs: Sequence[PolarityPair],
-    delta: Delta | None,
+    delta: Steerable | None,
     ms: Sequence[float],
     *,
     progress: bool = False,

@@ -13,8 +13,8 @@ from typing import Protocol, TypeVar
 
 from torch import Tensor
 
-from unisteer.core.delta import Delta
 from unisteer.core.positions import PositionMode
+from unisteer.core.steering_set import Steerable
 from unisteer.data.tokens import Batch, Encoded
 
 
@@ -55,6 +55,6 @@ class Runner(Protocol[C]):
         handle them (the caller then tries another)."""
         ...
 
-    def run(self, cap: C, delta: Delta, ms: Sequence[float], positions: PositionMode) -> Tensor:
+    def run(self, cap: C, delta: Steerable, ms: Sequence[float], positions: PositionMode) -> Tensor:
         """``[K, 2P]`` completion NLL sums (float64, CPU), one row per multiplier of ``ms``."""
         ...

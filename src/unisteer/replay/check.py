@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unisteer.core.delta import Delta
 from unisteer.core.positions import PositionMode
+from unisteer.core.steering_set import Steerable
 from unisteer.data.tokens import Batch, collate, pair_batch
 from unisteer.replay.base import ReplayInput, Runner
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
@@ -98,7 +98,7 @@ def batching_spread(model: nn.Module, inputs: ReplayInput, reference: Tensor) ->
 def replay_excess(
     runner: Runner[Any],
     cap: Any,
-    delta: Delta,
+    delta: Steerable,
     positions: PositionMode,
     reference: Tensor | None = None,
     *,
@@ -145,7 +145,7 @@ def warn_naive(what: str, model_name: str) -> None:
 def exact_runner(
     candidates: Sequence[Runner[Any]],
     inputs: ReplayInput,
-    delta: Delta,
+    delta: Steerable,
     positions: PositionMode,
     reference: Tensor | None = None,
     *,

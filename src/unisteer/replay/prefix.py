@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unisteer.core.delta import Delta
 from unisteer.core.positions import PositionMode
 from unisteer.core.steer import steer
+from unisteer.core.steering_set import Steerable
 from unisteer.data.tokens import Encoded
 from unisteer.model.config import accepts_logits_to_keep, cache_keyword
 from unisteer.replay.base import ReplayInput
@@ -86,10 +86,10 @@ class PrefixRunner:
 
     name = "prefix"
 
-    def __init__(self, model: nn.Module, layer: int, after_site: bool = False) -> None:
+    def __init__(self, model: nn.Module, layer: int, after_site: str | None = None) -> None:
         """As :class:`StackedRunner`."""
         self.after_site = after_site
-        self.rec = Recorder(model, layer + 1 if after_site else layer)
+        self.rec = Recorder(model, layer + 1 if after_site is not None else layer)
         self.cache_kw = cache_keyword(model)
         # The staged pass only records arguments: skip the unembedding where the model can.
         self.no_logits: dict[str, Any] = (
@@ -245,7 +245,7 @@ class PrefixRunner:
         )
 
     def run(
-        self, cap: PrefixCapture, delta: Delta, ms: Sequence[float], positions: PositionMode
+        self, cap: PrefixCapture, delta: Steerable, ms: Sequence[float], positions: PositionMode
     ) -> Tensor:
         """``[K, 2P]`` NLL sums, one row of the result per multiplier."""
         k = len(ms)
@@ -262,8 +262,8 @@ class PrefixRunner:
                     s.calling(k, c, past=0),
                 ):
                     h = expand_batch(cap.common_hidden, 1, k)
-                    if self.after_site:
-                        h = s.at_site(0, h)
+                    if self.after_site is not None:
+                        h = s.at_residual(self.after_site, h)
                     self.rec.blocks_from(h, cap.common_calls, 1, k, cache)
                 cache.batch_repeat_interleave(n)  # row k*n + i: multiplier k, pair i
             with (
@@ -277,8 +277,8 @@ class PrefixRunner:
                 s.calling(n * k, tp, past=c),
             ):
                 h = expand_batch(cap.prompt_hidden, n, k)
-                if self.after_site:
-                    h = s.at_site(0, h)
+                if self.after_site is not None:
+                    h = s.at_residual(self.after_site, h)
                 h = self.rec.blocks_from(h, cap.prompt_calls, n, k, cache)
             prompt_last = h
             cache.batch_repeat_interleave(2)
@@ -293,8 +293,8 @@ class PrefixRunner:
                 s.calling(rows * k, tc, past=c + tp),
             ):
                 h = expand_batch(cap.comp_hidden, rows, k)
-                if self.after_site:
-                    h = s.at_site(0, h)
+                if self.after_site is not None:
+                    h = s.at_residual(self.after_site, h)
                 h = self.rec.blocks_from(h, cap.comp_calls, rows, k, cache)
             nll = _nll(
                 self.rec,

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unisteer.core.delta import Delta
 from unisteer.core.positions import PositionMode
 from unisteer.core.steer import steer
+from unisteer.core.steering_set import Steerable
 from unisteer.replay.base import ReplayInput
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
 from unisteer.replay.recorder import Call, Recorder, expand_batch
@@ -39,12 +39,12 @@ class StackedRunner:
 
     name = "stacked"
 
-    def __init__(self, model: nn.Module, layer: int, after_site: bool = False) -> None:
-        """Replays blocks ``layer``..N; with ``after_site``, the delta acts on block
-        ``layer``'s output, and the replay starts at the next block with the delta applied to
-        its input."""
+    def __init__(self, model: nn.Module, layer: int, after_site: str | None = None) -> None:
+        """Replays blocks ``layer``..N; with ``after_site`` (block ``layer``'s path, see
+        :func:`unisteer.core.sites.replay_start`), the deltas there act on that block's
+        output, and the replay starts at the next block with them applied to its input."""
         self.after_site = after_site
-        self.rec = Recorder(model, layer + 1 if after_site else layer)
+        self.rec = Recorder(model, layer + 1 if after_site is not None else layer)
 
     def capture(self, inputs: ReplayInput) -> StackedCapture:
         """One ordinary forward pass over ``inputs.batch`` (no autograd), recording block L's
@@ -60,7 +60,7 @@ class StackedRunner:
         )
 
     def run(
-        self, cap: StackedCapture, delta: Delta, ms: Sequence[float], positions: PositionMode
+        self, cap: StackedCapture, delta: Steerable, ms: Sequence[float], positions: PositionMode
     ) -> Tensor:
         """``[K, 2P]`` NLL sums, one row of the result per multiplier."""
         k, rows = len(ms), cap.hidden.shape[0]
@@ -72,8 +72,8 @@ class StackedRunner:
             s.calling(rows * k, cap.hidden.shape[1]),
         ):
             h = expand_batch(cap.hidden, rows, k)
-            if self.after_site:
-                h = s.at_site(0, h)
+            if self.after_site is not None:
+                h = s.at_residual(self.after_site, h)
             h = self.rec.blocks_from(h, cap.calls, rows, k)
             predicts = cap.predicts.repeat(k, 1)
             logp = self.rec.logprobs(h[predicts], cap.targets.repeat(k))

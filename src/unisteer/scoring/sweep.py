@@ -36,10 +36,10 @@ import pandas as pd
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from unisteer.core.delta import Delta
 from unisteer.core.positions import PositionMode, Positions
-from unisteer.core.sites import block_index_of, site_is_block_output
+from unisteer.core.sites import replay_start
 from unisteer.core.steer import steer
+from unisteer.core.steering_set import Steerable, deltas_of, describe
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length, vocab_size
@@ -94,7 +94,7 @@ def length_buckets(
 def naive_losses(
     model: nn.Module,
     batch: Batch,
-    delta: Delta | None,
+    delta: Steerable | None,
     m: float | Tensor,
     positions: Positions = "all",
 ) -> Tensor:
@@ -108,19 +108,18 @@ def naive_losses(
 
 def _fast_runner(
     model: nn.Module,
-    delta: Delta,
+    delta: Steerable,
     inputs: ReplayInput,
     positions: PositionMode,
     cache: ReplayCache | None = None,
 ) -> tuple[Runner[Any], Any] | None:
     """The fastest runner that reproduces this model's forward pass on ``inputs`` (see
     :mod:`unisteer.replay.check`), with its capture."""
-    layer = block_index_of(model, delta.site)
-    after = site_is_block_output(model, delta)
+    layer, after = replay_start(model, deltas_of(delta))
     batch = inputs.batch
     # The ordinary forward pass (exactly naive_losses at m = 0), also giving the input of the
     # first block a replay runs.
-    hidden, _, logits = Recorder(model, layer + 1 if after else layer).forward(
+    hidden, _, logits = Recorder(model, layer + 1 if after is not None else layer).forward(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask
     )
     predicts, targets = completion_targets(batch)
@@ -141,19 +140,19 @@ def _fast_runner(
     return found
 
 
-def _trust_key(model: nn.Module, delta: Delta, positions: PositionMode) -> Hashable:
-    """What a fast runner's self-check is about: the model's dtype, the site, the kind of
-    delta and the position mode (not the delta's values)."""
-    return ("trust", model_dtype(model), delta.site, delta.kind, delta.site_kind, positions)
+def _trust_key(model: nn.Module, delta: Steerable, positions: PositionMode) -> Hashable:
+    """What a fast runner's self-check is about: the model's dtype, the sites, the kinds of
+    delta and the position mode (not the deltas' values)."""
+    sites = tuple((d.site, d.kind, d.site_kind) for d in deltas_of(delta))
+    return ("trust", model_dtype(model), sites, positions)
 
 
 def _runner(
-    cache: ReplayCache | None, model: nn.Module, delta: Delta, cls: type[Any]
+    cache: ReplayCache | None, model: nn.Module, delta: Steerable, cls: type[Any]
 ) -> Runner[Any]:
-    """A runner of class ``cls`` for ``delta``'s site: the cache's one (which made the cached
+    """A runner of class ``cls`` for ``delta``'s sites: the cache's one (which made the cached
     captures), else a new one."""
-    layer = block_index_of(model, delta.site)
-    after = site_is_block_output(model, delta)
+    layer, after = replay_start(model, deltas_of(delta))
     if cache is None:
         return cast(Runner[Any], cls(model, layer, after))
     return cast(
@@ -177,7 +176,7 @@ def sweep(
     model: nn.Module,
     tokenizer: Any,
     pairs: Sequence[PolarityPair],
-    delta: Delta | None,
+    delta: Steerable | None,
     ms: Sequence[float] = (0.0,),
     *,
     reduction: Reduction = "sum",
@@ -308,7 +307,7 @@ def sweep(
     meta = {
         "ms": grid,
         "n_pairs": n,
-        "delta": None if delta is None else {"kind": delta.kind, "site": delta.site},
+        "delta": None if delta is None else describe(delta),
         "include_suffix": include_suffix,
         "positions": positions,
         "method": runner.name if runner is not None else "naive",
@@ -320,7 +319,7 @@ def score_pairs(
     model: nn.Module,
     tokenizer: Any,
     pairs: Sequence[PolarityPair],
-    delta: Delta | None = None,
+    delta: Steerable | None = None,
     m: float = 0.0,
     **kwargs: Any,
 ) -> pd.DataFrame:
