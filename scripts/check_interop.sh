@@ -30,6 +30,10 @@ build_llamacpp() {
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF
     cmake --build "$build" --target llama llama-perplexity -j "$JOBS"
   fi
+  # the converter needs sentencepiece, the llama-cpp-python binding diskcache
+  if [ ! -d "$CACHE/pydeps/diskcache" ]; then
+    python -m pip install --target "$CACHE/pydeps" sentencepiece diskcache
+  fi
   echo "$src" "$build"
 }
 

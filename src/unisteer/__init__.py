@@ -35,7 +35,13 @@ if TYPE_CHECKING:
     from unisteer.core.create import new_delta
     from unisteer.core.delta import Delta, Kind, SiteKind
     from unisteer.core.fingerprint import model_fingerprint
-    from unisteer.core.io import load_delta, save_delta
+    from unisteer.core.io import (
+        load_delta,
+        load_steerable,
+        load_steering_set,
+        save_delta,
+        save_steering_set,
+    )
     from unisteer.core.merge import merged_copy
     from unisteer.core.sites import (
         Site,
@@ -46,12 +52,17 @@ if TYPE_CHECKING:
         resolve_site,
     )
     from unisteer.core.steer import Steering, steer
+    from unisteer.core.steering_set import SteeringSet
     from unisteer.data.pairs import PairSet, PolarityPair
     from unisteer.data.sources import load_pairs
     from unisteer.fit.derive import choose_multiplier
     from unisteer.fit.errors import FitError
     from unisteer.fit.fitting import fit_sweep
     from unisteer.generation import generate
+    from unisteer.interop.gguf import export_control_vector, import_control_vector
+    from unisteer.interop.merged import export_merged
+    from unisteer.interop.peft import export_peft, import_peft
+    from unisteer.interop.steering_vectors import import_steering_vector
     from unisteer.model import DEFAULT_MODEL
     from unisteer.model.load import load_model
     from unisteer.scoring.sweep import score_pairs, sweep
@@ -67,6 +78,9 @@ _HOMES: dict[str, str] = {
     "model_fingerprint": "unisteer.core.fingerprint",
     "load_delta": "unisteer.core.io",
     "save_delta": "unisteer.core.io",
+    "load_steerable": "unisteer.core.io",
+    "load_steering_set": "unisteer.core.io",
+    "save_steering_set": "unisteer.core.io",
     "merged_copy": "unisteer.core.merge",
     "Site": "unisteer.core.sites",
     "down_proj_site": "unisteer.core.sites",
@@ -76,6 +90,7 @@ _HOMES: dict[str, str] = {
     "resolve_site": "unisteer.core.sites",
     "Steering": "unisteer.core.steer",
     "steer": "unisteer.core.steer",
+    "SteeringSet": "unisteer.core.steering_set",
     "PairSet": "unisteer.data.pairs",
     "PolarityPair": "unisteer.data.pairs",
     "load_pairs": "unisteer.data.sources",
@@ -83,6 +98,12 @@ _HOMES: dict[str, str] = {
     "FitError": "unisteer.fit.errors",
     "fit_sweep": "unisteer.fit.fitting",
     "generate": "unisteer.generation",
+    "export_control_vector": "unisteer.interop.gguf",
+    "import_control_vector": "unisteer.interop.gguf",
+    "export_merged": "unisteer.interop.merged",
+    "export_peft": "unisteer.interop.peft",
+    "import_peft": "unisteer.interop.peft",
+    "import_steering_vector": "unisteer.interop.steering_vectors",
     "DEFAULT_MODEL": "unisteer.model",
     "load_model": "unisteer.model.load",
     "score_pairs": "unisteer.scoring.sweep",
@@ -107,6 +128,7 @@ __all__ = [
     "SiteKind",
     "Steering",
     "SteeringError",
+    "SteeringSet",
     "SweepResult",
     "TrainingDiverged",
     "UnisteerError",
@@ -114,12 +136,20 @@ __all__ = [
     "__version__",
     "choose_multiplier",
     "down_proj_site",
+    "export_control_vector",
+    "export_merged",
+    "export_peft",
     "find_blocks",
     "fit_sweep",
     "generate",
+    "import_control_vector",
+    "import_peft",
+    "import_steering_vector",
     "load_delta",
     "load_model",
     "load_pairs",
+    "load_steerable",
+    "load_steering_set",
     "merged_copy",
     "middle_layer",
     "model_fingerprint",
@@ -127,6 +157,7 @@ __all__ = [
     "residual_site",
     "resolve_site",
     "save_delta",
+    "save_steering_set",
     "score_pairs",
     "steer",
     "sweep",

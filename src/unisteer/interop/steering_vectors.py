@@ -40,6 +40,8 @@ def _read_file(path: Path) -> tuple[dict[int, torch.Tensor], str]:
         tail = key.rsplit(".", 1)[-1]
         if not tail.lstrip("-").isdigit():
             raise DeltaLoadError(f"{path}: tensor {key!r} is not named by a block index")
+        if int(tail) in layers:
+            raise DeltaLoadError(f"{path}: tensor {key!r} gives layer {int(tail)} twice")
         layers[int(tail)] = value
     return layers, str(meta.get("layer_type", BLOCK_OUTPUT))
 
@@ -71,10 +73,15 @@ def import_steering_vector(
     n = len(blocks)
     fingerprint = model_fingerprint(model, tokenizer)
     deltas = []
-    for layer, vector in sorted(layers.items()):
+    resolved: dict[int, tuple[int, Any]] = {}
+    for layer, vector in layers.items():
         index = layer + n if layer < 0 else layer  # steering-vectors counts -1 as the last block
         if not 0 <= index < n:
             raise DeltaLoadError(f"{where}: layer {layer} is outside the model's {n} blocks")
+        if index in resolved:
+            raise DeltaLoadError(f"{where}: layers {resolved[index][0]} and {layer} are one block")
+        resolved[index] = (layer, vector)
+    for index, (layer, vector) in sorted(resolved.items()):
         site = residual_site(model, index)
         v = torch.as_tensor(vector).detach().to("cpu", torch.float32).reshape(-1)
         if v.shape[0] != site.d_out:
