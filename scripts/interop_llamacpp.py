@@ -164,20 +164,14 @@ def main() -> None:
     bos = llm.token_bos()
     assert len(tokens) >= args.ctx * args.chunks, "text too short"
 
+    steered = f"DiffMean m={args.m:g}"
     ppl = {
-        "llama.cpp, no vector": perplexity_llamacpp(
-            args.build, f32, text, args.ctx, args.chunks, None
-        ),
-        "llama.cpp, zero vector": perplexity_llamacpp(
-            args.build, f32, text, args.ctx, args.chunks, zero
-        ),
-        f"llama.cpp, DiffMean m={args.m:g}": perplexity_llamacpp(
-            args.build, f32, text, args.ctx, args.chunks, vec
-        ),
-        "unisteer hook, m=0": perplexity_hf(model, tokens, args.ctx, args.chunks, add_bos, bos),
+        f"llama.cpp, {name}": perplexity_llamacpp(args.build, f32, text, args.ctx, args.chunks, cv)
+        for name, cv in (("no vector", None), ("zero vector", zero), (steered, vec))
     }
+    ppl["unisteer hook, m=0"] = perplexity_hf(model, tokens, args.ctx, args.chunks, add_bos, bos)
     with unisteer.steer(model, delta, m=args.m):
-        ppl[f"unisteer hook, DiffMean m={args.m:g}"] = perplexity_hf(
+        ppl[f"unisteer hook, {steered}"] = perplexity_hf(
             model, tokens, args.ctx, args.chunks, add_bos, bos
         )
 
@@ -243,12 +237,10 @@ def main() -> None:
     zero_same = ppl["llama.cpp, zero vector"] == ppl["llama.cpp, no vector"]
     print(f"RESULT llamacpp_zero_vector_identical {int(zero_same)}")
     print(f"RESULT llamacpp_logit_change_correlation {corr:.6f}")
-    print(
-        f"RESULT llamacpp_ppl_ratio {ppl[f'llama.cpp, DiffMean m={args.m:g}'] / ppl['llama.cpp, no vector']:.4f}"
-    )
-    print(
-        f"RESULT hf_ppl_ratio {ppl[f'unisteer hook, DiffMean m={args.m:g}'] / ppl['unisteer hook, m=0']:.4f}"
-    )
+    cpp_ratio = ppl[f"llama.cpp, {steered}"] / ppl["llama.cpp, no vector"]
+    hf_ratio = ppl[f"unisteer hook, {steered}"] / ppl["unisteer hook, m=0"]
+    print(f"RESULT llamacpp_ppl_ratio {cpp_ratio:.4f}")
+    print(f"RESULT hf_ppl_ratio {hf_ratio:.4f}")
 
 
 if __name__ == "__main__":

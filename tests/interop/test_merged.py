@@ -64,7 +64,7 @@ def test_m_zero_is_the_base_model_bit_for_bit(tmp_path: Path) -> None:
 def test_a_vector_at_a_block_output_is_refused(tmp_path: Path) -> None:
     model = tiny_model("llama")
     v = randomize(unisteer.new_delta(model, "vector", 1), 1)
-    with pytest.raises(SiteError, match="llama.cpp"):
+    with pytest.raises(SiteError, match=r"llama\.cpp"):
         export_merged(model, v, 1.0, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 

@@ -78,7 +78,7 @@ def test_import_equals_the_hand_written_hook(from_file: bool, tmp_path: Path) ->
 
 def test_layer_type_other_than_block_output_is_refused() -> None:
     model = tiny_model("llama")
-    with pytest.raises(DeltaLoadError, match="layer_type 'mlp'.*not a block output"):
+    with pytest.raises(DeltaLoadError, match=r"layer_type 'mlp'.*not a block output"):
         import_steering_vector(SteeringVector(activations(), layer_type="mlp"), model)
 
 
@@ -92,9 +92,9 @@ def test_bad_length_and_out_of_range_layers_are_refused(tmp_path: Path) -> None:
         import_steering_vector(object(), model)
     path = tmp_path / "twice.safetensors"
     save_file({"a.1": torch.ones(HIDDEN), "b.1": torch.ones(HIDDEN)}, path)
-    with pytest.raises(DeltaLoadError, match="twice.safetensors.*layer 1 twice"):
+    with pytest.raises(DeltaLoadError, match=r"twice\.safetensors.*layer 1 twice"):
         import_steering_vector(path, model)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
-    with pytest.raises(DeltaLoadError, match="bad.safetensors"):
+    with pytest.raises(DeltaLoadError, match=r"bad\.safetensors"):
         import_steering_vector(bad, model)
