@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from unisteer.core.sites import block_index_of, site_is_block_output
+from unisteer.core.sites import replay_start
 from unisteer.data import PolarityPair
 from unisteer.data.tokens import encode_pairs, pair_batch
 from unisteer.replay.base import ReplayInput, Runner
@@ -35,8 +35,7 @@ def inputs_for(tok: Any, pairs: list[PolarityPair]) -> ReplayInput:
 
 
 def runners(model: Any, delta: Any) -> list[Runner[Any]]:
-    layer = block_index_of(model, delta.site)
-    after = site_is_block_output(model, delta)
+    layer, after = replay_start(model, [delta])
     return [PrefixRunner(model, layer, after), StackedRunner(model, layer, after)]
 
 
