@@ -157,6 +157,13 @@ def test_import_refuses_what_is_not_a_plain_lora(
         import_peft(peft_dir(llama, tmp_path / "a", **extra), llama)
 
 
+def test_import_refuses_a_lora_on_the_embeddings(llama: torch.nn.Module, tmp_path: Path) -> None:
+    config = LoraConfig(r=2, target_modules=["embed_tokens"], lora_dropout=0.0)
+    get_peft_model(copy.deepcopy(llama), config).save_pretrained(tmp_path / "a")
+    with pytest.raises(DeltaLoadError, match="LoRA on an embedding"):
+        import_peft(tmp_path / "a", llama)
+
+
 def test_import_refuses_damaged_or_foreign_folders(llama: torch.nn.Module, tmp_path: Path) -> None:
     with pytest.raises(DeltaLoadError, match="not a PEFT adapter"):
         import_peft(tmp_path, llama)

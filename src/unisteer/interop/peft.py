@@ -236,11 +236,13 @@ def import_peft(
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise DeltaLoadError(f"{weights_path} is not a valid safetensors file: {e}") from e
     modules: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
+    # what makes the adapter more than W + s·B A is named first, whatever the key order
+    for key in sorted(tensors):
         if "lora_magnitude_vector" in key:
             raise DeltaLoadError(f"{weights_path}: {key} is a DoRA magnitude; DoRA is refused")
         if "lora_embedding" in key:
             raise DeltaLoadError(f"{weights_path}: {key} is a LoRA on an embedding; not supported")
+    for key, value in tensors.items():
         found = re.fullmatch(
             r"(?:base_model\.model\.)?(.+)\.(lora_A|lora_B)(?:\.\w+)?\.weight", key
         )
