@@ -47,11 +47,16 @@ def run(args: argparse.Namespace) -> int:
         )
     exp = sized
     results = run_experiment(exp, out=args.out, progress=not args.no_progress)
+    if results is None:  # a torchrun rank other than 0: rank 0 writes and prints the report
+        return 0
     out = Path(args.out if args.out is not None else exp.output)
-    from unisteer.report.html import summary_markdown
+    from unisteer.report import concepts, html
 
     print()
-    print(summary_markdown(results))
+    if isinstance(results, concepts.ConceptsResults):
+        print(concepts.summary_markdown(results))
+    else:
+        print(html.summary_markdown(results))
     print(f"report: {out / 'report.html'}")
     print(f"summary: {out / 'summary.md'}, every number: {out / 'results.json'}")
     print(

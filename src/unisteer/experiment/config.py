@@ -83,6 +83,11 @@ class Experiment:
     model: str = "smollm2-135m-instruct"
     layer: int | None = None
     data: str = "default:optimism"
+    # several concepts (unisteer.experiment.concepts): every source, or every (chosen) concept
+    # of an AxBench file; empty: the one source ``data``
+    sources: tuple[str, ...] = ()
+    concept_ids: tuple[int, ...] | None = None  # [data] concepts of an AxBench file (None: all)
+    concept_id: int | None = None  # the one AxBench concept of a per-concept experiment
     data_format: str = "auto"
     invert: bool | None = None
     train_pairs: int | None = None
@@ -167,7 +172,8 @@ def resolve_layers(exp: Experiment, n_blocks: int) -> Experiment:
 _TOP = {"name", "output", "seed", "model", "data", "train", "sweep", "fit", "report", "method"}
 _MODEL: dict[str, type] = {"name": str, "layer": int}
 _DATA: dict[str, type] = {
-    "source": str,
+    "source": object,  # a string or a list of them (checked in parse_experiment)
+    "concepts": object,  # "all" or a list of AxBench concept ids
     "format": str,
     "invert": bool,
     "train_pairs": int,
@@ -365,7 +371,46 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
             raise where.error(f"no such file or directory: {path}", "data", key)
         return str(path)
 
-    source_value = located(data.get("source", "default:optimism"), "source")
+    raw_source = data.get("source", "default:optimism")
+    if isinstance(raw_source, str):
+        listed = [raw_source]
+    elif (
+        isinstance(raw_source, list) and raw_source and all(isinstance(x, str) for x in raw_source)
+    ):
+        listed = list(raw_source)
+    else:
+        raise where.error(
+            f"expected a data source or a non-empty list of them, got {raw_source!r}",
+            "data",
+            "source",
+        )
+    if len(set(listed)) != len(listed):
+        raise where.error("a source is listed twice", "data", "source")
+    located_sources = [located(x, "source") for x in listed]
+    source_value = located_sources[0]
+    concept_ids: tuple[int, ...] | None = None
+    if "concepts" in data:
+        wanted = data["concepts"]
+        if data.get("format") != "axbench":
+            raise where.error(
+                'selects concepts of an AxBench file: needs format = "axbench" (list several '
+                "sources to run several concepts)",
+                "data",
+                "concepts",
+            )
+        if wanted != "all":
+            if (
+                not isinstance(wanted, list)
+                or not wanted
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in wanted)
+                or len(set(wanted)) != len(wanted)
+            ):
+                raise where.error(
+                    f'expected "all" or a list of distinct concept ids, got {wanted!r}',
+                    "data",
+                    "concepts",
+                )
+            concept_ids = tuple(wanted)
     transfer = located(data["transfer"], "transfer") if "transfer" in data else None
     if "transfer_pairs" in data and transfer is None:
         raise where.error("needs [data] transfer", "data", "transfer_pairs")
@@ -451,6 +496,8 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         model=model.get("name", "smollm2-135m-instruct"),
         layer=model.get("layer"),
         data=source_value,
+        sources=tuple(located_sources) if len(located_sources) > 1 else (),
+        concept_ids=concept_ids,
         data_format=data.get("format", "auto"),
         invert=data.get("invert"),
         train_pairs=data.get("train_pairs"),

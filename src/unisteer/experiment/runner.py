@@ -39,8 +39,12 @@ from unisteer.data.conversation import query_text
 from unisteer.data.pairs import PairSet
 from unisteer.data.sources import load_pairs
 from unisteer.data.tokens import within_limit
+from unisteer.errors import UsageError
 from unisteer.evaluate.gains import measured_gains, pair_gains
+from unisteer.experiment import distributed
+from unisteer.experiment.concepts import Concept, concept_dir, concepts_of, for_concept
 from unisteer.experiment.config import Experiment, MethodSpec, resolve_layers
+from unisteer.experiment.distributed import World, world_from_env
 from unisteer.experiment.stages import Stage, digest
 from unisteer.files import (
     OutputLock,
@@ -56,6 +60,13 @@ from unisteer.generation import generate
 from unisteer.model.config import token_limit
 from unisteer.model.load import load_model
 from unisteer.replay.cache import ReplayCache
+from unisteer.report.concepts import (
+    ConceptRun,
+    ConceptsResults,
+    concept_table,
+    method_table,
+    write_concepts_report,
+)
 from unisteer.report.fit_outputs import fit_tables, write_fit_outputs
 from unisteer.report.results import (
     EVAL_RESULT,
@@ -549,15 +560,182 @@ def run_experiment(
     tokenizer: Any = None,
     progress: bool = True,
     log: Log = print,
-) -> ExperimentResults:
+) -> ExperimentResults | ConceptsResults | None:
     """Run ``exp`` (resuming whatever its output folder already holds) and write the report.
 
-    Returns the results; ``results.json`` holds their ``to_dict()``.
+    Returns the results (``results.json`` holds their ``to_dict()``): an
+    :class:`ExperimentResults` for one concept, a :class:`ConceptsResults` for several
+    (:mod:`unisteer.experiment.concepts`). Under torchrun (``WORLD_SIZE`` above 1) the ranks
+    share the work (:mod:`unisteer.experiment.distributed`) and only rank 0 returns the
+    results; the other ranks return ``None``.
     """
     out_dir = check_output_dir(out if out is not None else exp.output)
+    concepts = concepts_of(exp)  # an AxBench file's concepts are read before the model loads
+    world = world_from_env()
+    if world is not None:
+        return _run_ranked(exp, concepts, out_dir, world, model, tokenizer, progress, log)
     # One process per output folder: a second run on it is refused, never mixed in.
     with OutputLock(out_dir):
-        return _run_locked(exp, out_dir, model, tokenizer, progress, log)
+        return _run_all(exp, concepts, out_dir, model, tokenizer, progress, log)
+
+
+Data = tuple[PairSet, PairSet | None]
+
+
+def _read_data(exp: Experiment, model: Any, tokenizer: Any, progress: bool) -> Data:
+    """The experiment's pairs (and transfer pairs). AxBench data needs the model: its
+    negatives are the base model's responses (:func:`unisteer.generation.base_responder`)."""
+    strict = not exp.lenient
+    if exp.data_format == "axbench":
+        from unisteer.generation import base_responder
+
+        pairs = load_pairs(
+            exp.data,
+            format="axbench",
+            strict=strict,
+            respond=base_responder(model, tokenizer, progress=progress),
+            concept_ids=None if exp.concept_id is None else [exp.concept_id],
+        )
+    else:
+        pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert, strict=strict)
+    transfer = (
+        None if exp.transfer is None else load_pairs(exp.transfer, invert=exp.invert, strict=strict)
+    )
+    return pairs, transfer
+
+
+def _load(exp: Experiment, model: Any, tokenizer: Any) -> tuple[Any, Any, float]:
+    t = time.perf_counter()
+    if model is None:
+        model, tokenizer = load_model(exp.model)
+    return model, tokenizer, time.perf_counter() - t
+
+
+def _run_all(
+    exp: Experiment,
+    concepts: list[Concept],
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    log: Log,
+) -> ExperimentResults | ConceptsResults:
+    """Every concept in this process, then the report."""
+    if len(concepts) == 1:
+        return _run_locked(
+            exp.replace(concept_id=concepts[0].concept_id), out_dir, model, tokenizer, progress, log
+        )
+    return _run_concepts(exp, concepts, out_dir, model, tokenizer, progress, log)
+
+
+def _run_concepts(
+    exp: Experiment,
+    concepts: list[Concept],
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    log: Log,
+) -> ConceptsResults:
+    started = time.perf_counter()
+    each = [for_concept(exp, c) for c in concepts]
+    # Every file's pairs are read and checked before the model loads: a bad row costs no wait.
+    read: dict[str, Data] = {}
+    for c, e in zip(concepts, each, strict=True):
+        if e.data_format != "axbench":
+            read[c.name] = _read_data(e, None, None, progress)
+    model, tokenizer, _ = _load(exp, model, tokenizer)
+    runs = []
+    for i, (c, e) in enumerate(zip(concepts, each, strict=True), 1):
+        log(f"concept [{i}/{len(concepts)}] {c.name} ({c.source})")
+        found = _run_locked(
+            e, concept_dir(out_dir, c), model, tokenizer, progress, log, read.get(c.name)
+        )
+        runs.append(ConceptRun(c.name, c.source, c.concept_id, concept_dir(out_dir, c), found))
+    table = concept_table(runs)
+    results = ConceptsResults(exp.name, exp.source, exp.model, runs, table, method_table(table))
+    results.wall_seconds = time.perf_counter() - started
+    results.peak_memory_mb = peak_memory_mb()
+    write_concepts_report(results, out_dir)
+    return results
+
+
+def _run_ranked(
+    exp: Experiment,
+    concepts: list[Concept],
+    out_dir: Path,
+    world: World,
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    log: Log,
+) -> ExperimentResults | ConceptsResults | None:
+    """This rank's share of the concepts × methods, a barrier, and on rank 0 the report
+    (every stage read back from the shared folder)."""
+    distributed.start(world)
+    lock = OutputLock(out_dir)
+    locked = False
+    try:
+        problem = ""
+        if world.is_main:  # rank 0 holds the folder for the whole job
+            try:
+                lock.__enter__()
+                locked = True
+            except UsageError as e:
+                problem = str(e)
+        distributed.agree(not problem, problem)
+
+        def say(line: str) -> None:
+            log(f"rank {world.rank}/{world.size}: {line}")
+
+        model, tokenizer, _ = _load(exp, model, tokenizer)
+        n_blocks = len(find_blocks(model)[1])
+        single = len(concepts) == 1
+        each = [
+            exp.replace(concept_id=c.concept_id) if single else for_concept(exp, c)
+            for c in concepts
+        ]
+        units = [
+            (i, method)
+            for i, e in enumerate(each)
+            for method in resolve_layers(e, n_blocks).methods
+        ]
+        mine = distributed.partition(units, world.rank, world.size)
+        say(f"{len(mine)} of {len(units)} concept × method units")
+        for i in sorted({i for i, _ in mine}):
+            c = concepts[i]
+            folder = out_dir if single else concept_dir(out_dir, c)
+            shown = progress and world.is_main
+            torch.manual_seed(exp.seed)
+            np.random.seed(exp.seed)
+            data = _read_data(each[i], model, tokenizer, shown)
+            _, runner = _prepare(each[i], folder, model, tokenizer, shown, say, data)
+            for method in (m for j, m in mine if j == i):
+                say(f"{c.name}: {method.name}")
+                runner.method(method)
+        distributed.barrier()  # every unit's stages are written
+        if not world.is_main:
+            return None
+        return _run_all(exp, concepts, out_dir, model, tokenizer, progress, log)
+    finally:
+        if locked:
+            lock.__exit__(None, None, None)
+        distributed.stop()
+
+
+def _prepare(
+    exp: Experiment,
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    progress: bool,
+    log: Log,
+    data: Data,
+) -> tuple[Experiment, _Runner]:
+    """The experiment with its layers resolved, and its runner on ``data``."""
+    pairs, transfer = data
+    exp = resolve_layers(exp, len(find_blocks(model)[1]))
+    return exp, _Runner(exp, out_dir, pairs, model, tokenizer, progress, log, transfer)
 
 
 def _run_locked(
@@ -567,6 +745,7 @@ def _run_locked(
     tokenizer: Any,
     progress: bool,
     log: Log,
+    data: Data | None = None,
 ) -> ExperimentResults:
     from unisteer.report.html import write_report
 
@@ -574,18 +753,12 @@ def _run_locked(
     torch.manual_seed(exp.seed)
     np.random.seed(exp.seed)
     # The data is read and checked before the model loads: a bad row costs no waiting.
-    pairs = load_pairs(exp.data, format=exp.data_format, invert=exp.invert, strict=not exp.lenient)
-    transfer = (
-        None
-        if exp.transfer is None
-        else load_pairs(exp.transfer, invert=exp.invert, strict=not exp.lenient)
-    )
-    t = time.perf_counter()
-    if model is None:
-        model, tokenizer = load_model(exp.model)
-    load_seconds = time.perf_counter() - t
-    exp = resolve_layers(exp, len(find_blocks(model)[1]))
-    runner = _Runner(exp, out_dir, pairs, model, tokenizer, progress, log, transfer)
+    if data is None and exp.data_format != "axbench":
+        data = _read_data(exp, None, None, progress)
+    model, tokenizer, load_seconds = _load(exp, model, tokenizer)
+    if data is None:
+        data = _read_data(exp, model, tokenizer, progress)
+    exp, runner = _prepare(exp, out_dir, model, tokenizer, progress, log, data)
     blocks = sorted({runner.layer_of(m) for m in exp.methods})
     where = f"layer {blocks[0]}" if len(blocks) == 1 else f"blocks {', '.join(map(str, blocks))}"
     log(
