@@ -188,7 +188,13 @@ def test_two_concepts_run_as_each_alone_and_aggregate(tmp_path: Path) -> None:
     both = run_experiment(exp, out=tmp_path / "both", **kwargs)
     assert isinstance(both, ConceptsResults)
     out = tmp_path / "both"
-    for name in ("results.json", "report.html", "summary.md", "concepts.parquet", "methods.parquet"):
+    for name in (
+        "results.json",
+        "report.html",
+        "summary.md",
+        "concepts.parquet",
+        "methods.parquet",
+    ):
         assert (out / name).is_file(), name
     for concept in ("alpha", "beta"):
         assert (out / "concepts" / concept / "results.json").is_file()
