@@ -13,7 +13,9 @@ error that names the file, the key and its line. See ``src/unisteer/experiment/b
     layer = 15                     # optional: the middle block
 
     [data]
-    source = "default:optimism"    # anything `unisteer data inspect` reads
+    source = "default:optimism"    # anything `unisteer data inspect` reads, or a list of them
+                                   # (one concept each; unisteer.experiment.concepts)
+    concepts = "all"               # with format = "axbench": every concept, or a list of ids
     train_pairs = 32               # pairs of the train split to train on (omit: all)
     test_pairs = 16                # test pairs to sweep (omit: all)
     sweep_train_pairs = 8          # of the training pairs, how many to sweep (omit: all)
