@@ -19,6 +19,11 @@ class ModelLoadError(UnisteerError):
     """A model could not be loaded; the message says what to install or run."""
 
 
+class PlacementError(ModelLoadError):
+    """The arguments placing a model on devices contradict each other (``device`` and
+    ``device_map`` both given, ``"disk"`` without ``offload_folder``, ...)."""
+
+
 class SteeringError(UnisteerError):
     """A multiplier, position mask or prompt length does not fit the batch being run."""
 

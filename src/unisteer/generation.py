@@ -46,6 +46,7 @@ from unisteer.data.conversation import Query
 from unisteer.data.tokens import pad_id
 from unisteer.errors import DataError
 from unisteer.files import write_text_atomic
+from unisteer.model.memory import model_device
 
 __all__ = [
     "Generation",
@@ -200,7 +201,8 @@ def generate_detailed(
     eos = _eos_ids(model, tokenizer)
     order = sorted(range(n), key=lambda i: -len(encoded[i]))
     results: list[Generation | None] = [None] * n
-    device = next(model.parameters()).device if hasattr(model, "parameters") else "cpu"
+    # Where the inputs go: the embedding's execution device, also on a dispatched model.
+    device = model_device(model) if isinstance(model, torch.nn.Module) else torch.device("cpu")
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
         rows = order[start : start + batch_size]

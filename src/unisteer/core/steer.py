@@ -48,6 +48,7 @@ from unisteer.core.positions import (
 from unisteer.core.sites import check_site, experts_transposed, split_param_path
 from unisteer.core.steering_set import SteeringSet, deltas_of
 from unisteer.errors import SteeringError
+from unisteer.model.devices import is_offloaded
 
 #: What a delta does at its site: ``"add"`` adds ``m·(ΔW x + Δb)``; ``"null"`` (vectors only)
 #: adds ``m·(-ReLU(y·v)/‖v‖²·v)``, removing the positive component of the output along v.
@@ -180,7 +181,9 @@ class Steering:
                 raise SteeringError(
                     f"site {delta.site!r} returned {type(y).__name__}, not a tensor"
                 )
-            x = args[0] if delta.site_kind == "linear" else y
+            # A dispatched model's hooks move a module's inputs after this hook saw them, and
+            # its output is on the site's execution device: the delta computes there.
+            x = args[0].to(y.device) if delta.site_kind == "linear" else y
             scale = self._scale(delta, m, y)
             if isinstance(scale, float) and scale == 0.0:
                 return None
@@ -287,6 +290,15 @@ class Steering:
         if self._handles:
             raise SteeringError("this Steering context is already active")
         modules = [check_site(self.model, d) for d in self.deltas]
+        for d, module in zip(self.deltas, modules, strict=True):
+            if d.site_kind == "experts" and is_offloaded(module):
+                # The re-run with ΔW in place of P (_experts_hook) would have accelerate load
+                # the offloaded P over it: refuse rather than add a wrong contribution.
+                raise SteeringError(
+                    f"the experts at {d.site!r} are offloaded (their weights are on 'meta' "
+                    "between calls): a delta inside fused experts needs them in memory; give "
+                    "their block a device in device_map (not 'cpu' offload or 'disk')"
+                )
         try:
             self._handles.append(
                 self.model.register_forward_pre_hook(self._before_model, with_kwargs=True)

@@ -5,6 +5,11 @@ transformers dequantises it to float32 in about 20 s. The first load therefore w
 safetensors copy to the user cache (``$UNISTEER_CACHE``, else ``$XDG_CACHE_HOME/unisteer``,
 else ``~/.cache/unisteer``); later loads read that copy in about a second. A cache that fails to
 load is rebuilt from the GGUF file.
+
+A model too large for one device is loaded *dispatched*: ``device_map`` (``"auto"`` or a dict of
+module name → device, ``"disk"`` included), ``max_memory`` and ``offload_folder`` go through to
+``from_pretrained``, which places each block with accelerate (see
+:mod:`unisteer.model.devices` for where each module then runs).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from unisteer.errors import ModelLoadError
+from unisteer.errors import ModelLoadError, PlacementError
 from unisteer.files import write_text_atomic
 from unisteer.model import DEFAULT_MODEL
 
@@ -169,15 +174,67 @@ def _build_cache(name: str, source: Path, cache_dir: Path) -> None:
         raise
 
 
-def _load_pretrained(path: str, dtype: torch.dtype, device: str | torch.device) -> tuple[Any, Any]:
+@dataclass(frozen=True)
+class Placement:
+    """Where a loaded model goes: one ``device``, or a ``device_map`` that accelerate dispatches
+    (with ``max_memory`` per device and an ``offload_folder`` for ``"disk"``)."""
+
+    device: str | torch.device | None = None
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[Any, Any] | None = None
+    offload_folder: str | Path | None = None
+
+    def check(self) -> None:
+        """Refuse contradictory arguments before anything is read."""
+        if self.device_map is None:
+            for name in ("max_memory", "offload_folder"):
+                if getattr(self, name) is not None:
+                    raise PlacementError(
+                        f"{name} applies to a dispatched model only; give device_map as well "
+                        '(e.g. device_map="auto")'
+                    )
+            return
+        if self.device is not None:
+            raise PlacementError(
+                "give either device (the whole model on one device) or device_map (blocks "
+                "placed by accelerate), not both"
+            )
+        plan = self.device_map
+        if isinstance(plan, dict):
+            if not plan:
+                raise PlacementError("device_map is an empty dict; name a device per module")
+            if any(str(d) == "disk" for d in plan.values()) and self.offload_folder is None:
+                raise PlacementError(
+                    'device_map puts modules on "disk"; give offload_folder (a directory for '
+                    "their weights)"
+                )
+        elif not isinstance(plan, str):
+            raise PlacementError(
+                f"device_map must be a string such as 'auto' or a dict, not {type(plan).__name__}"
+            )
+
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        """What goes through to ``from_pretrained``."""
+        if self.device_map is None:
+            return {}
+        out: dict[str, Any] = {"device_map": self.device_map}
+        if self.max_memory is not None:
+            out["max_memory"] = self.max_memory
+        if self.offload_folder is not None:
+            out["offload_folder"] = str(self.offload_folder)
+        return out
+
+
+def _load_pretrained(path: str, dtype: torch.dtype, placement: Placement) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    model.to(torch.device(device))  # type: ignore[arg-type]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement.pretrained_kwargs())
+    if placement.device_map is None:  # a dispatched model stays where accelerate put it
+        model.to(torch.device(placement.device or "cpu"))  # type: ignore[arg-type]
     return model.eval(), tokenizer
 
 
 def _load_builtin(
-    name: str, dtype: torch.dtype, device: str | torch.device, cache_dir: Path | None
+    name: str, dtype: torch.dtype, placement: Placement, cache_dir: Path | None
 ) -> tuple[Any, Any]:
     source = builtin_gguf_path(name)
     target = (cache_dir or cache_root() / "models") / name
@@ -189,19 +246,22 @@ def _load_builtin(
             )
         _build_cache(name, source, target)
     try:
-        return _load_pretrained(str(target), dtype, device)
+        return _load_pretrained(str(target), dtype, placement)
     except Exception as e:  # a corrupt file that passed the size check
         log.warning("unisteer: the model cache %s failed to load (%s); rebuilding", target, e)
         _build_cache(name, source, target)
-        return _load_pretrained(str(target), dtype, device)
+        return _load_pretrained(str(target), dtype, placement)
 
 
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
     dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     cache_dir: str | Path | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, Any] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> tuple[PreTrainedModel, Any]:
     """Load a causal LM and its tokenizer, in eval mode.
 
@@ -209,15 +269,23 @@ def load_model(
         name_or_path: a built-in name (default ``"smollm2-135m-instruct"``), a local directory
             or a Hugging Face model id.
         dtype: parameter dtype; float32 on CPU is the fast path here.
-        device: where to put the model.
+        device: where to put the whole model (default the CPU); not with ``device_map``.
         cache_dir: where built-in models keep their converted copy (default: the user cache).
+        device_map: ``"auto"`` or a dict of module name → device (``0``, ``"cuda:1"``,
+            ``"cpu"``, ``"disk"``): the model is dispatched by accelerate, block by block, and
+            is not moved afterwards. Every unisteer path then runs each module where it lives.
+        max_memory: with ``device_map``, the memory each device may hold
+            (``{0: "70GiB", "cpu": "200GiB"}``).
+        offload_folder: with ``device_map``, where weights placed on ``"disk"`` are kept.
     """
+    placement = Placement(device, device_map, max_memory, offload_folder)
+    placement.check()
     if name_or_path in BUILTIN_MODELS:
         return _load_builtin(
-            name_or_path, dtype, device, Path(cache_dir) if cache_dir is not None else None
+            name_or_path, dtype, placement, Path(cache_dir) if cache_dir is not None else None
         )
     try:
-        return _load_pretrained(name_or_path, dtype, device)
+        return _load_pretrained(name_or_path, dtype, placement)
     except OSError as e:
         raise ModelLoadError(
             f"cannot load model {name_or_path!r}: {e}. Give a built-in name "

@@ -22,7 +22,7 @@ def token_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     x = logits.float()
     top = x.detach().max(-1, keepdim=True).values  # the result does not depend on it
     shifted = x - top
-    picked = shifted.gather(-1, targets[..., None])[..., 0].double()
+    picked = shifted.gather(-1, targets.to(x.device)[..., None])[..., 0].double()
     needs_graph = torch.is_grad_enabled() and shifted.requires_grad
     exps = shifted.exp() if needs_graph else shifted.exp_()  # in place: one [.., V] buffer
     return picked - exps.sum(-1).double().log()
@@ -49,9 +49,9 @@ def unembed_logprobs(
     tokens scored from the same position); no autograd.
     """
     flat = targets.dim() == 1
-    tgt = targets[:, None] if flat else targets
+    tgt = (targets[:, None] if flat else targets).to(weight.device)
     n = features.shape[0]
-    x = features.to(weight.dtype)
+    x = features.to(weight.device, weight.dtype)
     picked = torch.zeros(tgt.shape, dtype=torch.float64, device=x.device)
     tops, sums = [], []
     with torch.no_grad():

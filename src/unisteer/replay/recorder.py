@@ -10,12 +10,17 @@ batch repeated once per multiplier and a per-row ``m``, then gives every point o
 output head (final norm, unembedding) is found the same way, by recording which modules run
 after the last block, and is applied only at positions that predict completion tokens.
 
+On a model dispatched with accelerate (:mod:`unisteer.model.devices`) every block and every
+module of the head is called as a module, so its hook moves the inputs to its device and brings
+offloaded weights in; outputs stay on the device of the module that made them.
+
 The runners built on it are :mod:`unisteer.replay.stacked` and :mod:`unisteer.replay.prefix`;
 :mod:`unisteer.replay.check` decides whether one may be trusted on a model.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +32,7 @@ from unisteer.core.outputs import hidden_of
 from unisteer.core.sites import find_blocks
 from unisteer.core.steer import intercept_inputs, watch_outputs
 from unisteer.model.config import logit_scale, logit_softcap
+from unisteer.model.devices import is_offloaded
 from unisteer.replay.logprob import finish_logits, token_logprobs, unembed_logprobs
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]  # positional args after the hidden state, kwargs
@@ -234,27 +240,33 @@ class Recorder:
         are applied as its forward applies them."""
         *body, last = self.head if self.head else [nn.Identity()]
         graph = torch.is_grad_enabled() and h.requires_grad
+        # An offloaded unembedding's weight is on 'meta' outside its call: run it as a module
+        # (its accelerate hook brings the weight in) instead of reading the weight.
         unembed = last if type(last) is nn.Linear and not graph else None
+        if unembed is not None and is_offloaded(unembed):
+            unembed = None
         if unembed is None:
             body = list(self.head)
         parts = []
-        for start in range(0, h.shape[0], chunk):
-            x: Any = h[start : start + chunk]
-            tgt = targets[start : start + chunk]
-            for module in body:
-                x = module(x)
-                x = hidden_of(x)
-            if unembed is not None:
-                parts.append(
-                    unembed_logprobs(
-                        x, unembed.weight, unembed.bias, tgt, self.softcap, scale=self.scale
+        # Without a graph to build, the head's own weights (which require grad) make none.
+        with contextlib.nullcontext() if graph else torch.no_grad():
+            for start in range(0, h.shape[0], chunk):
+                x: Any = h[start : start + chunk]
+                tgt = targets[start : start + chunk]
+                for module in body:
+                    x = module(x)
+                    x = hidden_of(x)
+                if unembed is not None:
+                    parts.append(
+                        unembed_logprobs(
+                            x, unembed.weight, unembed.bias, tgt, self.softcap, scale=self.scale
+                        )
                     )
-                )
-                continue
-            logits = finish_logits(x, self.scale, self.softcap)
-            if tgt.dim() == 2:
-                logits = logits[:, None, :].expand(-1, tgt.shape[1], -1)
-            parts.append(token_logprobs(logits, tgt))
+                    continue
+                logits = finish_logits(x, self.scale, self.softcap)
+                if tgt.dim() == 2:
+                    logits = logits[:, None, :].expand(-1, tgt.shape[1], -1)
+                parts.append(token_logprobs(logits, tgt))
         if not parts:
             return h.new_zeros(targets.shape, dtype=torch.float64)
         return torch.cat(parts)

@@ -43,7 +43,7 @@ from unisteer.core.steering_set import Steerable, deltas_of, describe
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, Encoded, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length, vocab_size
-from unisteer.model.memory import check_pairs_fit, row_bytes
+from unisteer.model.memory import batch_budget, check_pairs_fit, row_bytes
 from unisteer.replay.base import ReplayInput, Runner
 from unisteer.replay.cache import ReplayCache, batch_key
 from unisteer.replay.check import batching_spread, exact_runner, model_dtype, ordinary_nll
@@ -216,6 +216,8 @@ def sweep(
         max_tokens=context_length(model),
     )
     pad = pad_id(tokenizer)
+    # Never more than the devices running the blocks have free (a dispatched model's GPUs).
+    memory_budget = batch_budget(model, memory_budget)
     buckets = length_buckets(
         encoded,
         lambda w: memory_budget // (2 * row_bytes(model, w, w)),  # the capture pass: all logits

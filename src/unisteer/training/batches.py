@@ -267,7 +267,8 @@ def row_scores(
             ).logits
         logp = token_logprobs(logits[predicts], targets)
     return Scores(
-        logp=row_sums(logp, predicts),
+        # On the host with the counts below, wherever the head ran (differentiable).
+        logp=row_sums(logp, predicts).cpu(),
         tokens=tb.tokens.index_select(0, index),
         seq_tokens=tb.seq_tokens.index_select(0, index),
         ref_logp=tb.ref_logp,

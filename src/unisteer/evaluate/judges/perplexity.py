@@ -15,6 +15,7 @@ import torch
 
 from unisteer.data.tokens import Encoded, collate, encode, pad_id
 from unisteer.errors import DataError
+from unisteer.model.memory import model_device
 from unisteer.replay.logprob import token_logprobs
 
 
@@ -50,7 +51,7 @@ def completion_nll(
     out = [math.nan] * len(texts)
     todo = [i for i, e in enumerate(encoded) if e is not None]
     pad = pad_id(tokenizer)
-    device = next(model.parameters()).device
+    device = model_device(model)  # where the inputs go, also on a dispatched model
     for start in range(0, len(todo), batch_size):
         rows = todo[start : start + batch_size]
         batch = collate([encoded[i] for i in rows], pad, include_suffix=False)  # type: ignore[misc]
@@ -59,13 +60,14 @@ def completion_nll(
                 input_ids=batch.input_ids.to(device),
                 attention_mask=batch.attention_mask.to(device),
             ).logits
-        mask = batch.completion_mask[:, 1:].to(device)
+        out_device = logits.device  # the unembedding's device
+        mask = batch.completion_mask[:, 1:].to(out_device)
         # Normalise only where a completion token is predicted (the vocabulary is large).
         picked = logits[:, :-1][mask].float()
-        targets = batch.input_ids[:, 1:].to(device)[mask]
+        targets = batch.input_ids[:, 1:].to(out_device)[mask]
         token_logp = token_logprobs(picked, targets)
-        row = torch.arange(len(rows), device=device)[:, None].expand_as(mask)[mask]
-        sums = torch.zeros(len(rows), device=device, dtype=torch.float64).index_add_(
+        row = torch.arange(len(rows), device=out_device)[:, None].expand_as(mask)[mask]
+        sums = torch.zeros(len(rows), device=out_device, dtype=torch.float64).index_add_(
             0, row, token_logp
         )
         counts = mask.sum(1).clamp_min(1)

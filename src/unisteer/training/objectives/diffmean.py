@@ -61,7 +61,8 @@ def diffmean(
         batch = pair_batch(encoded, range(start, min(start + batch_size, len(pairs))), pad)
         with torch.no_grad(), record_outputs(model, delta.site) as seen:
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        h = seen[0].to(torch.float64).reshape(*batch.input_ids.shape, -1)
+        # On the host, with the batch's masks (a dispatched model's site may be on a GPU).
+        h = seen[0].to("cpu", torch.float64).reshape(*batch.input_ids.shape, -1)
         comp = batch.completion_mask.to(torch.float64)
         means = (h * comp[..., None]).sum(1) / comp.sum(1, keepdim=True)
         total += (means[0::2] - means[1::2]).sum(0)
