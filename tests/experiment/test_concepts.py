@@ -3,6 +3,7 @@ aggregate over concepts, and a two-concept run that equals its concepts run one 
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
@@ -19,7 +20,7 @@ from scipy import stats
 from unisteer.experiment import parse_experiment, run_experiment
 from unisteer.experiment.concepts import concepts_of
 from unisteer.experiment.config import ExperimentError
-from unisteer.experiment.distributed import partition, world_from_env
+from unisteer.experiment.distributed import Job, World, partition, world_from_env
 from unisteer.report.concepts import ConceptsResults, mean_interval, method_table
 from unisteer.report.results import ExperimentResults
 
@@ -139,6 +140,46 @@ def test_world_comes_from_torchruns_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("RANK", "2")
     world = world_from_env()
     assert world is not None and (world.rank, world.size, world.is_main) == (2, 4, False)
+
+
+def test_ranks_meet_in_one_store_and_a_killed_rounds_keys_do_no_harm() -> None:
+    """Job.agree and Job.barrier on one in-memory c10d store, two ranks as threads; a second
+    round on the same store (what torchrun keeps across a restart) passes on the old keys."""
+    import threading
+
+    from torch.distributed import HashStore
+
+    from unisteer.errors import UsageError
+
+    store = HashStore()
+    store.set_timeout(datetime.timedelta(seconds=20))
+    errors: dict[int, str] = {}
+
+    def rank(r: int, problem: str) -> None:
+        job = Job(World(r, 2), store)
+        try:
+            job.agree(not problem, problem)
+            job.barrier("written")
+        except UsageError as e:
+            errors[r] = str(e)
+
+    def round_(problems: tuple[str, str]) -> None:
+        threads = [threading.Thread(target=rank, args=(r, p)) for r, p in enumerate(problems)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+
+    round_(("", ""))
+    assert errors == {}
+    round_(("", ""))  # the keys of the first round are still in the store
+    assert errors == {}
+    fresh = HashStore()
+    fresh.set_timeout(datetime.timedelta(seconds=20))
+    store = fresh
+    round_(("", "rank 1 cannot read its data"))
+    assert errors == {0: "rank 1 cannot read its data", 1: "rank 1 cannot read its data"}
 
 
 def test_mean_interval_is_students_t() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,26 @@ def test_an_interrupted_run_resumes(setup: dict[str, Any], monkeypatch: pytest.M
     assert "  sweep train: done before\n  sweep test: done before" in text  # method 1
     assert "[2/2] lora-split\n  train: done before" in text  # trained before the interrupt
     assert (setup["out"] / "report.html").is_file()
+
+
+def test_a_run_resumed_after_its_fit_gives_the_same_numbers(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped between fit and eval: the resumed run reads the sweeps back (its replay cache
+    starts cold) and must still evaluate to the same bits as the unbroken run. A plain run
+    never joins a torchrun store."""
+
+    def no_job(*_: Any) -> None:
+        raise AssertionError("a single process joined a torchrun job")
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(runner_module.distributed, "join", no_job)
+    unbroken = json.loads(json.dumps(run(setup).to_dict()))
+    for m in ("vector-diffmean", "lora-split"):
+        for stage in ("eval", "samples"):
+            shutil.rmtree(setup["out"] / "methods" / m / stage, ignore_errors=True)
+    resumed = json.loads(json.dumps(run(setup).to_dict()))
+    assert _without_times(resumed["methods"]) == _without_times(unbroken["methods"])
 
 
 def _without_times(value: Any) -> Any:

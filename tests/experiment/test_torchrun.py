@@ -1,6 +1,6 @@
-"""``torchrun -m unisteer run``: two gloo ranks on loopback give the single process's numbers
-(slow: torchrun starts real processes). The restart after a killed rank is written but skipped:
-it hangs today (see its skip reason)."""
+"""``torchrun -m unisteer run``: two ranks on loopback give the single process's numbers, also
+when one of them is killed mid-run and torchrun restarts the job (slow: torchrun starts real
+processes)."""
 
 from __future__ import annotations
 
@@ -157,10 +157,6 @@ def _worker_pids(rank: int) -> list[int]:
     return found
 
 
-@pytest.mark.skip(
-    reason="open (issue 17): after torchrun restarts the job, gloo's connectFullMesh in the new "
-    "round is refused and the job hangs; not yet diagnosed"
-)
 def test_a_killed_rank_is_restarted_and_resumes(experiment: Path, single: Any) -> None:
     out = experiment.parent / "killed"
     argv = _torchrun("--max-restarts=1", "-m", "unisteer", "run", str(experiment), "--out",

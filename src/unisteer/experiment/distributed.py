@@ -8,9 +8,14 @@ and keyed by their digests (:mod:`unisteer.experiment.stages`). A rank that dies
 by torchrun (``--max-restarts``) with the others, and every rank skips what is already done.
 After a barrier rank 0 reads every stage back and writes the reports.
 
-The process group (gloo: the ranks exchange only a barrier and one flag, so it serves CPU and
-CUDA runs alike) is set up only when ``WORLD_SIZE`` is above 1; a plain ``unisteer run`` never
-starts one.
+The ranks exchange only a barrier and one flag, so they meet in torchrun's own key-value store
+(``torch.distributed.rendezvous("env://")``: a c10d ``TCPStore``) and start no process group.
+That is also what makes a restart work: torchrun keeps its store across restarts, so the keys
+of the killed round are still there, and a gloo or NCCL group formed through it can read the
+dead rank's old address and hang (seen with torch 2.13; pytorch issue 167288 reports the same
+for NCCL). Our keys are safe to outlive a round: "rank r has written its units" stays true
+after r dies, because stages are on disk. Nothing here imports torch.distributed unless
+``WORLD_SIZE`` is above 1, so a plain ``unisteer run`` never touches it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ import datetime
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 #: How long a rank waits at the barrier for the slowest one (a concept can take hours).
 BARRIER_TIMEOUT = datetime.timedelta(hours=72)
+#: How long a rank tries to reach the job's store before it gives up.
+CONNECT_TIMEOUT = datetime.timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -56,36 +63,42 @@ def partition(units: Sequence[T], rank: int, size: int) -> list[T]:
     return list(units[rank * n // size : (rank + 1) * n // size])
 
 
-def start(world: World) -> None:
-    """Join the job's process group (gloo, rendezvous from torchrun's environment)."""
-    import torch.distributed as dist
+class Job:
+    """This rank's handle on the torchrun job's key-value store (see the module's docstring)."""
 
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=BARRIER_TIMEOUT)
+    def __init__(self, world: World, store: Any) -> None:
+        self.world = world
+        self._store = store
+
+    def agree(self, ok: bool, problem: str) -> None:
+        """Every rank learns whether all of them are ``ok``; a rank that is not has its
+        ``problem`` raised on every rank (so none waits for it at a barrier)."""
+        from unisteer.errors import UsageError
+
+        size = self.world.size
+        self._store.set(f"agree/{size}/{self.world.rank}", "" if ok else problem)
+        keys = [f"agree/{size}/{r}" for r in range(size)]
+        self._store.wait(keys)
+        problems = [v.decode() for v in self._store.multi_get(keys) if v]
+        if problems:
+            raise UsageError(problems[0])
+
+    def barrier(self, name: str) -> None:
+        """Rank 0 waits until every rank has passed ``name``; the others go on at once.
+        Keyed by the world size, since the partition of the work depends on it."""
+        size = self.world.size
+        self._store.set(f"{name}/{size}/{self.world.rank}", "1")
+        if self.world.is_main:
+            self._store.wait([f"{name}/{size}/{r}" for r in range(size)])
 
 
-def stop() -> None:
-    import torch.distributed as dist
+def join(world: World) -> Job:
+    """Connect to the job's store (torchrun's ``MASTER_ADDR``/``MASTER_PORT``)."""
+    from torch.distributed.distributed_c10d import PrefixStore
+    from torch.distributed.rendezvous import rendezvous
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
-
-
-def agree(ok: bool, problem: str) -> None:
-    """Every rank learns whether all of them are ``ok``; a rank that is not has its
-    ``problem`` raised on every rank (so none waits for it at a barrier)."""
-    import torch.distributed as dist
-
-    from unisteer.errors import UsageError
-
-    gathered: list[object] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, None if ok else problem)
-    problems = [str(p) for p in gathered if p is not None]
-    if problems:
-        raise UsageError(problems[0])
+    store, _, _ = next(
+        rendezvous("env://", rank=world.rank, world_size=world.size, timeout=CONNECT_TIMEOUT)
+    )
+    store.set_timeout(BARRIER_TIMEOUT)
+    return Job(world, PrefixStore("unisteer", store))

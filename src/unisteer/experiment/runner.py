@@ -672,7 +672,7 @@ def _run_ranked(
 ) -> ExperimentResults | ConceptsResults | None:
     """This rank's share of the concepts × methods, a barrier, and on rank 0 the report
     (every stage read back from the shared folder)."""
-    distributed.start(world)
+    job = distributed.join(world)
     lock = OutputLock(out_dir)
     locked = False
     try:
@@ -683,7 +683,7 @@ def _run_ranked(
                 locked = True
             except UsageError as e:
                 problem = str(e)
-        distributed.agree(not problem, problem)
+        job.agree(not problem, problem)
 
         def say(line: str) -> None:
             log(f"rank {world.rank}/{world.size}: {line}")
@@ -713,14 +713,13 @@ def _run_ranked(
             for method in (m for j, m in mine if j == i):
                 say(f"{c.name}: {method.name}")
                 runner.method(method)
-        distributed.barrier()  # every unit's stages are written
+        job.barrier("written")  # every unit's stages are on disk
         if not world.is_main:
             return None
         return _run_all(exp, concepts, out_dir, model, tokenizer, progress, log)
     finally:
         if locked:
             lock.__exit__(None, None, None)
-        distributed.stop()
 
 
 def _prepare(

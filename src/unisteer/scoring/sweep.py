@@ -230,10 +230,12 @@ def sweep(
     nonzero = [j for j, m in enumerate(grid) if m != 0.0]
     # One nonzero m costs one steered forward pass on the naive path; the fast path's
     # exactness check alone costs more (see unisteer.replay.check), so it starts at two.
-    # With a cache whose self-check already ran for this site, one point is worth it too.
+    # Not "or when the cache has checked it already": the two paths agree only to rounding,
+    # and a number must not depend on what the process did before (a resumed experiment
+    # reads its sweeps from disk, so its cache is cold where an unbroken run's is warm).
     trust = None if delta is None else _trust_key(model, delta, positions)
     checked = cache is not None and trust is not None and cache.decided(trust)
-    want_fast = method == "fast" and delta is not None and (len(nonzero) >= 2 or checked)
+    want_fast = method == "fast" and delta is not None and len(nonzero) >= 2
     runner: Runner[Any] | None = None
     stacked: Runner[Any] | None = None
     decided = not want_fast
