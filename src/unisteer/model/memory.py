@@ -136,6 +136,24 @@ def batch_budget(
     return budget if free is None else max(1, min(budget, free))
 
 
+def rows_that_fit(
+    model: nn.Module,
+    width: int,
+    logit_positions: int,
+    *,
+    grad: bool = False,
+    fraction: float = 0.5,
+) -> int | None:
+    """How many rows of ``width`` tokens (logits at ``logit_positions`` of each) one pass can
+    hold in ``fraction`` of the memory free on the devices running the blocks (:func:`free_bytes`;
+    the rest is left to the allocator, the weights' working copies and the optimiser); at least
+    1, ``None`` when no device says how much it has free."""
+    free = free_bytes(model)
+    if free is None:
+        return None
+    return max(1, int(free * fraction) // row_bytes(model, width, logit_positions, grad=grad))
+
+
 def check_pairs_fit(
     model: nn.Module,
     pairs: Sequence[PolarityPair],

@@ -11,6 +11,14 @@ every step: the reference the cached path is checked against, and the benchmark'
 
 Minibatches are fixed once (a seeded shuffle of the pairs); each epoch visits them in a new
 order. Regrouping pairs every epoch would need blocks 0..L-1 again.
+
+The minibatch is the objective's unit (SPLIT's minibatch form pools over it, the multipliers
+are drawn per minibatch), so memory never changes it. When one minibatch's rows, with
+autograd's activations, need more than half the memory free on the devices running the blocks
+(:func:`unisteer.model.memory.rows_that_fit`: each GPU's ``mem_get_info``), :func:`scores`
+runs them in passes of fewer rows, each under ``torch.utils.checkpoint`` so that only one
+pass's activations are alive in the backward pass: the same loss and gradients, up to the
+rounding of the smaller matrix products.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from unisteer.core.delta import Delta
@@ -33,7 +42,7 @@ from unisteer.core.steer import Op, steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length
-from unisteer.model.memory import check_pairs_fit
+from unisteer.model.memory import check_pairs_fit, rows_that_fit
 from unisteer.replay.base import ReplayInput
 from unisteer.replay.check import (
     CHECK_MS,
@@ -269,6 +278,53 @@ def row_scores(
     return Scores(
         # On the host with the counts below, wherever the head ran (differentiable).
         logp=row_sums(logp, predicts).cpu(),
+        tokens=tb.tokens.index_select(0, index),
+        seq_tokens=tb.seq_tokens.index_select(0, index),
+        ref_logp=tb.ref_logp,
+    )
+
+
+def rows_per_pass(
+    model: nn.Module, batches: Sequence[TrainBatch], runner: StackedRunner | None
+) -> int | None:
+    """The most rows of these minibatches one training pass (forward and backward) holds in the
+    memory free on the devices running the blocks, sized for the widest minibatch (logits
+    only at completion positions on the cached path, everywhere on the naive one); ``None``
+    when no device says how much it has free."""
+    if not batches:
+        return None
+    width = max(int(tb.batch.input_ids.shape[1]) for tb in batches)
+    heads = width if runner is None else max(int(tb.predicts.sum(1).max()) for tb in batches)
+    return rows_that_fit(model, width, heads, grad=True)
+
+
+def scores(
+    model: nn.Module,
+    tb: TrainBatch,
+    delta: Delta,
+    rows: Rows,
+    runner: StackedRunner | None,
+    positions: PositionMode = "all",
+    per_pass: int | None = None,
+) -> Scores:
+    """:func:`row_scores` of ``rows``, in passes of at most ``per_pass`` rows (see the module
+    docstring); one pass when ``per_pass`` is ``None`` or not smaller than the rows."""
+    if per_pass is None or len(rows) <= per_pass:
+        return row_scores(model, tb, delta, rows, runner, positions)
+
+    def logp(part: Rows) -> Tensor:
+        return row_scores(model, tb, delta, part, runner, positions).logp
+
+    parts = []
+    for start in range(0, len(rows), per_pass):
+        part = rows.take(slice(start, start + per_pass))
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(logp, part, use_reentrant=False))
+        else:
+            parts.append(logp(part))
+    index = 2 * rows.pair + rows.side
+    return Scores(
+        logp=torch.cat(parts),
         tokens=tb.tokens.index_select(0, index),
         seq_tokens=tb.seq_tokens.index_select(0, index),
         ref_logp=tb.ref_logp,

@@ -17,6 +17,7 @@ Ctrl-C; ``resume=True`` continues from the last one.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +37,14 @@ from unisteer.data.pairs import PolarityPair
 from unisteer.errors import UnisteerError
 from unisteer.replay.stacked import StackedRunner
 from unisteer.scoring.grid import symmetric_grid
-from unisteer.training.batches import Method, PrepareCache, TrainBatch, prepare, row_scores
+from unisteer.training.batches import (
+    Method,
+    PrepareCache,
+    TrainBatch,
+    prepare,
+    rows_per_pass,
+    scores,
+)
 from unisteer.training.checkpoint import (
     LoopState,
     deferred_interrupt,
@@ -46,6 +54,8 @@ from unisteer.training.checkpoint import (
 )
 from unisteer.training.config import TrainConfig, make_config
 from unisteer.training.objectives import Objective, diffmean, make_objective
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(UnisteerError):
@@ -93,13 +103,14 @@ def objective_loss(
     generator: torch.Generator,
     runner: StackedRunner | None,
     config: TrainConfig,
+    per_pass: int | None = None,
 ) -> Tensor:
     """The loss of ``objective`` on the micro-batch ``tb`` under ``delta``, its multipliers
     drawn from ``grid`` with ``generator`` (:func:`multiplier_drawer`); what every training and
-    validation step computes (differentiable in the delta's parameters when autograd is on)."""
+    validation step computes (differentiable in the delta's parameters when autograd is on).
+    ``per_pass`` bounds the rows of one forward pass (:func:`~unisteer.training.batches.scores`)."""
     rows = objective.rows(tb.n_pairs, multiplier_drawer(grid, generator), delta.kind)
-    scores = row_scores(model, tb, delta, rows, runner, config.positions)
-    return objective.loss(rows, scores)
+    return objective.loss(rows, scores(model, tb, delta, rows, runner, config.positions, per_pass))
 
 
 def _validate(
@@ -110,12 +121,13 @@ def _validate(
     grid: Sequence[float],
     runner: StackedRunner | None,
     config: TrainConfig,
+    per_pass: int | None = None,
 ) -> float:
     gen = torch.Generator().manual_seed(config.seed + 7919)
     total, n = 0.0, 0
     with torch.no_grad():
         for tb in batches:
-            loss = objective_loss(model, objective, tb, delta, grid, gen, runner, config)
+            loss = objective_loss(model, objective, tb, delta, grid, gen, runner, config, per_pass)
             total += float(loss) * tb.n_pairs
             n += tb.n_pairs
     return total / n
@@ -296,6 +308,18 @@ def _run(
     progress: bool,
 ) -> LoopState:
     params = list(delta.parameters())
+    # Rows per forward pass, from the memory free on the blocks' devices (never the minibatch).
+    per_pass = rows_per_pass(model, [*batches, *val_batches], runner)
+    if per_pass is not None:
+        draw = multiplier_drawer(grid, torch.Generator())  # the count of rows is all we need
+        most = max(len(obj.rows(tb.n_pairs, draw, delta.kind)) for tb in batches)
+        if most > per_pass:
+            log.info(
+                "a minibatch of %d rows runs in passes of %d rows (the memory free on the "
+                "devices running the blocks)",
+                most,
+                per_pass,
+            )
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate(delta.kind), weight_decay=0.0)
     n_micro = len(batches)
     ga = config.grad_accum
@@ -349,7 +373,9 @@ def _run(
                 group_size = min(ga, n_micro - group_start)
                 gen = step_generator(config.seed, epoch, i)
                 with torch.enable_grad():
-                    loss = objective_loss(model, obj, tb, delta, grid, gen, runner, config)
+                    loss = objective_loss(
+                        model, obj, tb, delta, grid, gen, runner, config, per_pass
+                    )
                     if not torch.isfinite(loss):
                         _diverged(
                             delta, previous, f"the loss is {float(loss.detach())}", epoch, loop, 1
@@ -392,7 +418,7 @@ def _run(
             # The epoch counts as done only after its validation: a run interrupted while
             # validating resumes at (epoch, last micro-batch) and validates again.
             if val_batches:
-                val = _validate(model, obj, val_batches, delta, grid, runner, config)
+                val = _validate(model, obj, val_batches, delta, grid, runner, config, per_pass)
                 loop.validation.append({"epoch": epoch, "step": loop.step, "loss": val})
                 bar.set_postfix(loss=f"{loop.history[-1]['loss']:.4f}", val=f"{val:.4f}")
             loop.epoch, loop.micro = epoch + 1, 0

@@ -37,6 +37,10 @@ class Rows:
     def __len__(self) -> int:
         return int(self.pair.numel())
 
+    def take(self, part: slice) -> Rows:
+        """Rows ``part`` of these rows (a contiguous slice), in order."""
+        return Rows(self.pair[part], self.side[part], self.m[part], self.null[part])
+
     @staticmethod
     def cat(*parts: Rows) -> Rows:
         return Rows(
