@@ -18,6 +18,7 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -93,6 +94,13 @@ def model_device(model: nn.Module) -> torch.device:
     if isinstance(embed, nn.Module):
         return execution_device(embed)
     return execution_device(model)
+
+
+def on_model_device(model: nn.Module, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` (keyword arguments of ``model(...)``) with every tensor moved to
+    :func:`model_device`: batches are built on the host, the model may be on a GPU."""
+    device = model_device(model)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
 def _block_names(model: nn.Module) -> list[str]:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from unisteer.core.positions import PositionMode
 from unisteer.core.steering_set import Steerable
 from unisteer.data.tokens import Batch, collate, pair_batch
+from unisteer.model.memory import on_model_device
 from unisteer.replay.base import ReplayInput, Runner
 from unisteer.replay.logprob import completion_targets, row_nll, token_logprobs
 
@@ -63,7 +64,8 @@ def ordinary_nll(model: nn.Module, batch: Batch) -> Tensor:
     CPU): the reference every fast path is checked against."""
     predicts, targets = completion_targets(batch)
     with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        logits = model(**on_model_device(model, inputs)).logits
     return row_nll(token_logprobs(logits[predicts], targets), predicts)
 
 

@@ -33,6 +33,7 @@ from unisteer.core.sites import find_blocks
 from unisteer.core.steer import intercept_inputs, watch_outputs
 from unisteer.model.config import logit_scale, logit_softcap
 from unisteer.model.devices import is_offloaded
+from unisteer.model.memory import on_model_device
 from unisteer.replay.logprob import finish_logits, token_logprobs, unembed_logprobs
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]  # positional args after the hidden state, kwargs
@@ -153,6 +154,7 @@ class Recorder:
     def _pass(
         self, inputs: dict[str, Any], replace: Callable[[Tensor], Tensor] | None
     ) -> tuple[Tensor, list[Call], Tensor, Tensor | None]:
+        inputs = on_model_device(self.model, inputs)
         calls: list[Call] = []
         hidden: dict[str, Tensor] = {}
         head: list[nn.Module] = []
@@ -193,6 +195,7 @@ class Recorder:
     def block_input(self, **inputs: Any) -> Tensor:
         """Block L's input under ``model(**inputs)``, stopping the pass there: the blocks
         before L run exactly as in the ordinary forward pass, the rest not at all."""
+        inputs = on_model_device(self.model, inputs)
         hidden: dict[str, Tensor] = {}
 
         def stop(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ from unisteer.core.steer import Op, steer
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import Batch, encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length
-from unisteer.model.memory import check_pairs_fit, rows_that_fit
+from unisteer.model.memory import check_pairs_fit, on_model_device, rows_that_fit
 from unisteer.replay.base import ReplayInput
 from unisteer.replay.check import (
     CHECK_MS,
@@ -265,15 +265,19 @@ def row_scores(
             s.calling(len(rows), width),
         ):
             h = runner.rec.blocks_from(
-                cap.hidden.index_select(0, index), cap.calls, cap.hidden.shape[0], rows=index
+                cap.hidden.index_select(0, index.to(cap.hidden.device)),
+                cap.calls,
+                cap.hidden.shape[0],
+                rows=index,
             )
             logp = runner.rec.logprobs(h[predicts], targets)
     else:
         with steer(model, deltas, m=ms, positions=positions, prompt_length=prompt, ops=ops):
-            logits = model(
-                input_ids=tb.batch.input_ids.index_select(0, index),
-                attention_mask=tb.batch.attention_mask.index_select(0, index),
-            ).logits
+            inputs = {
+                "input_ids": tb.batch.input_ids.index_select(0, index),
+                "attention_mask": tb.batch.attention_mask.index_select(0, index),
+            }
+            logits = model(**on_model_device(model, inputs)).logits
         logp = token_logprobs(logits[predicts], targets)
     return Scores(
         # On the host with the counts below, wherever the head ran (differentiable).

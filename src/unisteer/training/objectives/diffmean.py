@@ -23,7 +23,7 @@ from unisteer.core.steer import record_outputs
 from unisteer.data.pairs import PolarityPair
 from unisteer.data.tokens import encode_pairs, pad_id, pair_batch
 from unisteer.model.config import context_length
-from unisteer.model.memory import check_pairs_fit
+from unisteer.model.memory import check_pairs_fit, on_model_device
 from unisteer.scoring.grid import symmetric_grid
 
 
@@ -60,7 +60,11 @@ def diffmean(
     for start in tqdm(starts, desc="diffmean", disable=not progress, unit="batch"):
         batch = pair_batch(encoded, range(start, min(start + batch_size, len(pairs))), pad)
         with torch.no_grad(), record_outputs(model, delta.site) as seen:
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+            model(
+                **on_model_device(
+                    model, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+                )
+            )
         # On the host, with the batch's masks (a dispatched model's site may be on a GPU).
         h = seen[0].to("cpu", torch.float64).reshape(*batch.input_ids.shape, -1)
         comp = batch.completion_mask.to(torch.float64)
