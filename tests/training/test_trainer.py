@@ -247,13 +247,13 @@ def test_nan_gradient_is_caught(tok: Any, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_sampled_multipliers_come_from_the_grid(tok: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[torch.Tensor] = []
-    real = train_module.row_scores
+    real = train_module.scores
 
     def spy(model: Any, tb: Any, delta: Any, rows: Any, *a: Any) -> Any:
         seen.append(rows.m.clone())
         return real(model, tb, delta, rows, *a)
 
-    monkeypatch.setattr(train_module, "row_scores", spy)
+    monkeypatch.setattr(train_module, "scores", spy)
     train(
         tiny_model("llama"), tok, random_pairs(6), kind="vector", objective="sft", layer=1,
         multipliers=[3.0, 7.0], epochs=2, progress=False,
