@@ -151,7 +151,9 @@ def _encode(
     return out
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end a completion: the model's generation config's, else the
+    tokenizer's."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if eos is None:
         eos = getattr(tokenizer, "eos_token_id", None)
@@ -198,7 +200,7 @@ def generate_detailed(
     if empty:
         raise ValueError(f"prompt {empty[0]} tokenises to nothing; give it some text")
     pad = pad_id(tokenizer)
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     order = sorted(range(n), key=lambda i: -len(encoded[i]))
     results: list[Generation | None] = [None] * n
     # Where the inputs go: the embedding's execution device, also on a dispatched model.

@@ -35,7 +35,13 @@ def test_passes_give_the_loss_and_gradients_of_one_pass(
     model = tiny_model("llama")
     delta = make_delta(model, kind, layer=1)
     batches, runner = prepare(
-        model, tok, random_pairs(4, seed=2), delta, batch_size=4, seed=0, method=method  # type: ignore[arg-type]
+        model,
+        tok,
+        random_pairs(4, seed=2),
+        delta,
+        batch_size=4,
+        seed=0,
+        method=method,  # type: ignore[arg-type]
     )
     obj = make_objective(objective)
     draw = multiplier_drawer([0.5, 1.0, 2.0], torch.Generator().manual_seed(1))

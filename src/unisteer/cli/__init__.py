@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from unisteer._version import __version__
-from unisteer.cli import data, demo, eval, export, fit, import_, run, sweep, train
+from unisteer.cli import data, demo, eval, export, fit, import_, run, serve, sweep, train
 from unisteer.errors import UnisteerError
 
-SUBCOMMANDS = (run, demo, data, train, sweep, fit, eval, export, import_)
+SUBCOMMANDS = (run, demo, data, train, sweep, fit, eval, export, import_, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
