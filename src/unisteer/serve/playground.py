@@ -65,7 +65,7 @@ function say(text, bad) {
 function plot(delta, m) {
   const c = delta.curves;
   if (!c) return null;
-  const W = 320, H = 150, P = 28;
+  const W = 340, H = 160, P = 30;
   const ms = c.m, ys = c.preference.concat(c.utility).filter((v) => v !== null);
   const x0 = ms[0], x1 = ms[ms.length - 1];
   const y0 = Math.min(...ys), y1 = Math.max(...ys);
@@ -84,13 +84,21 @@ function plot(delta, m) {
     '<text x="' + P + '" y="14" font-size="11" fill="#1f77b4">PrefOdds</text>' +
     '<text x="' + (P + 70) + '" y="14" font-size="11" fill="#d62728">UtilOdds</text>' +
     '<text x="' + (W - P) + '" y="' + (H - 6) + '" font-size="11" text-anchor="end">m = ' +
-    m.toFixed(2) + '</text></svg>';
+    m.toFixed(2) + '</text>' +
+    '<text x="' + P + '" y="' + (H - 6) + '" font-size="10" fill="#777">' + x0.toFixed(1) +
+    '</text>' +
+    '<text x="2" y="' + (sy(y1) + 4) + '" font-size="10" fill="#777">' + y1.toFixed(1) +
+    '</text><text x="2" y="' + (sy(y0) + 4) + '" font-size="10" fill="#777">' +
+    y0.toFixed(1) + '</text></svg>';
 }
 
 function addDelta(delta) {
-  const grid = delta.grid && delta.grid.length ? delta.grid : [-8, 8];
-  const lo = Math.min(...grid), hi = Math.max(...grid);
-  const start = delta.chosen_m !== null && delta.chosen_m !== undefined ? delta.chosen_m : 0;
+  const chosen = delta.chosen_m !== null && delta.chosen_m !== undefined ? delta.chosen_m : null;
+  const ends = (delta.grid && delta.grid.length ? delta.grid : [-8, 8]).slice();
+  if (delta.curves) ends.push(delta.curves.m[0], delta.curves.m[delta.curves.m.length - 1]);
+  if (chosen !== null) ends.push(chosen);
+  const lo = Math.min(...ends), hi = Math.max(...ends);
+  const start = chosen !== null ? chosen : 0;
   const box = document.createElement("div");
   box.className = "delta";
   const id = "m-" + delta.name;
@@ -98,8 +106,8 @@ function addDelta(delta) {
     delta.kind + (delta.objective ? " · " + delta.objective : "") + " · layer " +
     delta.layers.join(",") + (delta.chosen_m !== null && delta.chosen_m !== undefined ?
     " · chosen m " + delta.chosen_m.toFixed(2) : "") + '</small><br>' +
-    '<input type="range" id="' + id + '" min="' + lo + '" max="' + hi + '" step="' +
-    ((hi - lo) / 200) + '" value="' + start + '"> <output>' + start.toFixed(2) +
+    '<input type="range" id="' + id + '" min="' + lo + '" max="' + hi +
+    '" step="any" value="' + start + '"> <output>' + start.toFixed(2) +
     '</output><div class="plot"></div>';
   $("deltas").appendChild(box);
   const input = box.querySelector("input"), out = box.querySelector("output");
