@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
                    help="an experiment's output folder: offer every method's delta, named "
                    "after the method, with its chosen m and fitted curves")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
     p.add_argument("--max-m", type=float, default=100.0, help="the largest |m| a request may ask")
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests before 429")
@@ -51,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     from unisteer.serve import open_server
     from unisteer.serve.registry import experiment_deltas
 
-    if not 0 < args.port < 65536:
+    if not 0 <= args.port < 65536:  # 0: any free port
         raise UsageError(f"argument --port: {args.port} is not a port")
     if not args.max_m > 0:
         raise UsageError("argument --max-m: must be positive")
