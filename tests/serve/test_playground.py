@@ -13,6 +13,8 @@ from unisteer.serve.server import Server
 
 from serve_helpers import served, server, start  # noqa: F401 (fixtures used by name)
 
+pytestmark = pytest.mark.slow  # a real browser
+
 
 @pytest.fixture(scope="module")
 def browser() -> Any:
