@@ -199,3 +199,22 @@ def test_joined_rows_kept_again_are_the_rows_alone(lengths: list[int], data: st.
     assert kept.width == lengths[i] and bool(kept.mask.all())
     for got, want in zip(kept.cache.layers, rows[i].cache.layers, strict=True):
         assert torch.equal(got.keys, want.keys) and torch.equal(got.values, want.values)
+
+
+def test_a_steering_set_steers_like_its_members_together(setup: dict[str, Any]) -> None:
+    from unisteer.core.steering_set import SteeringSet
+
+    tok, a, b = setup["tok"], setup["a"], setup["b"]
+    both = SteeringSet([a, b])
+    engine = Engine(setup["model"], tok).start()
+    try:
+        prompt = ids(tok, "good system sea")
+        as_set = collect(engine.submit(Job(prompt, (SteerSpec("s", both, 1.5),), 10)), 60)
+        apart = collect(
+            engine.submit(Job(prompt, (SteerSpec("a", a, 1.5), SteerSpec("b", b, 1.5)), 10)), 60
+        )
+        plain = collect(engine.submit(Job(prompt, (), 10)), 60)
+    finally:
+        engine.stop()
+    assert as_set[0] == apart[0] and as_set[1].completion_tokens == apart[1].completion_tokens
+    assert as_set[0] != plain[0]
