@@ -16,7 +16,7 @@ from transformers.cache_utils import DynamicCache
 from unisteer.data.chat import prompt_text
 from unisteer.generation import generate_detailed
 from unisteer.serve.engine import Engine, Finished, Job, SteerSpec, collect
-from unisteer.serve.kv import BatchCache
+from unisteer.model.kv import BatchCache
 
 from conftest import make_delta
 from tiny_models import tiny_model

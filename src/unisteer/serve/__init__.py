@@ -4,7 +4,7 @@
 ...     methods/vector-split/delta"}, port=8000).start()
 
 :mod:`~unisteer.serve.engine` batches concurrent requests (each row its own deltas and ``m``),
-:mod:`~unisteer.serve.kv` keeps the batch's KV cache as rows join and leave,
+:mod:`~unisteer.model.kv` keeps the batch's KV cache as rows join and leave,
 :mod:`~unisteer.serve.protocol` checks the OpenAI bodies, :mod:`~unisteer.serve.registry`
 loads the deltas and their fitted curves, :mod:`~unisteer.serve.server` is the HTTP layer and
 :mod:`~unisteer.serve.playground` the page at ``/``.

@@ -2,7 +2,7 @@
 all active requests in one forward pass per decoding step.
 
 One thread owns the model. Between steps it admits waiting requests (each prefilled alone,
-then merged into the batch's KV cache: :mod:`unisteer.serve.kv`) and drops the finished and
+then merged into the batch's KV cache: :mod:`unisteer.model.kv`) and drops the finished and
 the cancelled ones. A step feeds every row its last token; each delta active in the batch is
 hooked once with a ``[rows]`` multiplier that is the row's ``m`` where the row asked for that
 delta and 0 elsewhere (``m = 0`` leaves a row's outputs bit for bit unchanged,
@@ -40,7 +40,7 @@ from unisteer.core.steering_set import Steerable, deltas_of
 from unisteer.generation import RowSampler, eos_ids
 from unisteer.model.config import cache_keyword
 from unisteer.model.memory import model_device
-from unisteer.serve.kv import BatchCache, mergeable
+from unisteer.model.kv import BatchCache, mergeable
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""One KV cache for the rows of a running batch: rows join (left-padded to the batch's width)
-and leave between decoding steps.
+"""One KV cache for the rows of a batch that changes between decoding steps: rows join
+(left-padded to the batch's width), leave, or are repeated (the server's requests,
+:mod:`unisteer.serve.engine`; a controller's candidate rows, :mod:`unisteer.control`).
 
 A row is prefilled alone (so its prompt's keys and values are those of the request run alone)
 and then merged into the batch: the shorter side is padded on the left with zero keys and
