@@ -161,8 +161,10 @@ class _Run:
 
     def run(
         self, prompts: list[list[int]], pad: int, eos: set[int], max_new: int,
-        samplers: list[RowSampler] | None,
+        samplers: list[RowSampler] | None, forced: list[list[int]] | None = None,
     ) -> list[ControlledGeneration]:  # fmt: skip
+        """Generate (or, with ``forced``, feed those tokens and keep their log-probabilities
+        in ``kl``'s place: see :meth:`forced_logprobs`)."""
         b = len(prompts)
         width = max(len(p) for p in prompts)
         ids = torch.full((b, width), pad, dtype=torch.long)
@@ -189,14 +191,26 @@ class _Run:
         ms: list[list[float]] = [[] for _ in range(b)]
         kls: list[list[float]] = [[] for _ in range(b)]
         done = [False] * b
+        self.logprobs: list[list[float]] = [[] for _ in range(b)]
+        if forced is not None:
+            max_new = max(len(f) for f in forced)
         for step in range(max_new):
-            nxt = self._pick(logits, samplers)
+            if forced is None:
+                nxt = self._pick(logits, samplers)
+            else:
+                nxt = [f[step] if step < len(f) else pad for f in forced]
+                lp = log_probs(logits)
             for i in range(b):
                 if done[i]:
                     continue
-                if nxt[i] in eos:
+                if forced is None and nxt[i] in eos:
                     done[i] = True
                     continue
+                if forced is not None:
+                    if step >= len(forced[i]):
+                        done[i] = True
+                        continue
+                    self.logprobs[i].append(float(lp[i, nxt[i]]))
                 tokens[i].append(nxt[i])
                 ms[i].append(float(m[i]))
                 kls[i].append(float(kl[i]))

@@ -1,0 +1,102 @@
+"""Scoring with a controller: the teacher-forced log-likelihoods of A_p and A_n with ``m_t``
+chosen at each completion token by the controller's rule (:mod:`unisteer.control.generate`'s
+loop, fed the completion's tokens instead of sampling), so a controller gets PrefOdds and
+UtilOdds (arXiv 2602.02343, Eqs. 1–3) like a fixed ``m`` does.
+
+The tokens are the sweep's (:func:`unisteer.data.tokens.encode_pairs`: the same chat
+template, completion span and suffix rule), so :func:`score_controlled` with
+:func:`~unisteer.control.controllers.fixed` ``(m)`` gives the sweep's numbers at ``m`` (up to
+the rounding of a token-by-token pass against one forward pass). Sweeping ``kappa`` instead
+of ``m`` (:func:`sweep_kappa`) gives a preference–utility curve for an adaptive controller;
+its table has the sweep's columns, with ``kappa`` in ``m``'s place and the mean ``m_t`` over
+each pair's completion tokens beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from unisteer.control.controllers import Controller, kl_budget
+from unisteer.control.generate import _Run
+from unisteer.core.positions import PositionMode
+from unisteer.core.steering_set import Steerable
+from unisteer.data.pairs import PolarityPair
+from unisteer.data.tokens import encode_pairs, pad_id
+from unisteer.model.config import context_length
+from unisteer.scoring.table import make_table
+
+
+def score_controlled(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Steerable,
+    controller: Controller,
+    *,
+    positions: PositionMode = "all",
+    include_suffix: bool = False,
+    system_prompt: str | None = None,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """The sweep's table for ``pairs`` under ``controller`` (one row per pair; ``m`` holds
+    NaN, ``mean_m`` the mean ``m_t`` over the completion tokens of A_p and A_n)."""
+    encoded = encode_pairs(
+        tokenizer, pairs, include_suffix=include_suffix, system_prompt=system_prompt,
+        max_tokens=context_length(model),
+    )  # fmt: skip
+    rows: list[tuple[list[int], list[int]]] = []
+    for pos, neg in encoded:
+        for e in (pos, neg):
+            end = len(e.input_ids) if include_suffix else e.completion_end
+            rows.append(
+                (list(e.input_ids[: e.prompt_length]), list(e.input_ids[e.prompt_length : end]))
+            )
+    runner = _Run(model, delta, controller, positions)
+    pad = pad_id(tokenizer)
+    nll = np.zeros(len(rows))
+    counts = np.zeros(len(rows), dtype=np.int64)
+    mean_m = np.zeros(len(rows))
+    step = max(2, batch_size - batch_size % 2)  # A_p and A_n of a pair in one batch
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        gens = runner.run([p for p, _ in chunk], pad, set(), 0, None, forced=[c for _, c in chunk])
+        for j, g in enumerate(gens):
+            lp = runner.logprobs[j]
+            nll[start + j] = -float(np.sum(lp))
+            counts[start + j] = len(lp)
+            mean_m[start + j] = float(np.mean(g.m)) if g.m else 0.0
+    table = make_table(
+        [p.id for p in pairs], [float("nan")] * len(pairs), nll[0::2], nll[1::2],
+        counts[0::2], counts[1::2],
+    )  # fmt: skip
+    table["mean_m"] = (mean_m[0::2] + mean_m[1::2]) / 2
+    return table
+
+
+def sweep_kappa(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Steerable,
+    kappas: Sequence[float],
+    m_max: float,
+    *,
+    k: int = 8,
+    positions: PositionMode = "all",
+    include_suffix: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`score_controlled` with ``kl_budget(kappa, m_max, k)`` for every ``kappa``: one
+    table, ``kappa`` in the ``m`` column (the sweep's layout, so the fits and plots read it)."""
+    tables = []
+    for kappa in tqdm(list(kappas), desc="kappa", disable=not progress):
+        t = score_controlled(model, tokenizer, pairs, delta, kl_budget(kappa, m_max, k),
+                             positions=positions, include_suffix=include_suffix)  # fmt: skip
+        t["m"] = float(kappa)
+        tables.append(t)
+    return pd.concat(tables, ignore_index=True).rename(columns={"m": "kappa"})
