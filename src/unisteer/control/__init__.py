@@ -1,0 +1,31 @@
+"""Adaptive multipliers: ``m_t`` chosen token by token (arXiv 2602.02343 §7, open question 3).
+
+>>> from unisteer.control import kl_budget, generate_controlled, sweep_kappa
+>>> out = generate_controlled(model, tok, ["Tell me about the sea."], delta,
+...                           kl_budget(0.5, m_max=8.0))
+>>> out[0].text, out[0].m          # the text, and m_t of every token
+
+:mod:`~unisteer.control.controllers` (what a controller is; ``fixed``, ``kl_budget``),
+:mod:`~unisteer.control.generate` (generation), :mod:`~unisteer.control.score` (teacher-forced
+PrefOdds and UtilOdds, a sweep over kappa), :mod:`~unisteer.control.calibrate` (``static_kl``).
+"""
+
+from __future__ import annotations
+
+from unisteer.control.calibrate import Calibration, static_kl
+from unisteer.control.controllers import Controller, fixed, kl_budget, kl_divergence
+from unisteer.control.generate import ControlledGeneration, generate_controlled
+from unisteer.control.score import score_controlled, sweep_kappa
+
+__all__ = [
+    "Calibration",
+    "ControlledGeneration",
+    "Controller",
+    "fixed",
+    "generate_controlled",
+    "kl_budget",
+    "kl_divergence",
+    "score_controlled",
+    "static_kl",
+    "sweep_kappa",
+]
