@@ -15,8 +15,8 @@ from transformers.cache_utils import DynamicCache
 
 from unisteer.data.chat import prompt_text
 from unisteer.generation import generate_detailed
-from unisteer.serve.engine import Engine, Finished, Job, SteerSpec, collect
 from unisteer.model.kv import BatchCache
+from unisteer.serve.engine import Engine, Finished, Job, SteerSpec, collect
 
 from conftest import make_delta
 from tiny_models import tiny_model

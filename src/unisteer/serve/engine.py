@@ -39,8 +39,8 @@ from unisteer.core.steer import steer
 from unisteer.core.steering_set import Steerable, deltas_of
 from unisteer.generation import RowSampler, eos_ids
 from unisteer.model.config import cache_keyword
-from unisteer.model.memory import model_device
 from unisteer.model.kv import BatchCache, mergeable
+from unisteer.model.memory import model_device
 
 log = logging.getLogger(__name__)
 
