@@ -75,3 +75,15 @@ def test_static_kl_meets_its_percentile(setup: dict[str, Any]) -> None:
         assert cal.grid[i - 1] <= cal.m <= cal.grid[i]
     again = static_kl(model, tok, prompts, d, 0.005, 8.0, points=5, max_new_tokens=8)
     assert again.m == cal.m  # seeded and greedy: the same calibration
+
+
+def test_choose_static_interpolates_the_crossing() -> None:
+    from unisteer.control.calibrate import choose_static
+
+    grid, pct = (0.0, 1.0, 2.0, 3.0), (0.0, 0.1, 0.3, 0.9)
+    assert choose_static(grid, pct, 0.2) == pytest.approx(1.5)
+    assert choose_static(grid, pct, 0.0) == 0.0
+    assert choose_static(grid, pct, 5.0) == 3.0
+    assert choose_static(grid, (0.0, 0.5, 0.5, 0.5), 0.5) == 3.0  # never above: the end
+    with pytest.raises(ValueError, match="kappa"):
+        choose_static(grid, pct, -0.1)

@@ -12,7 +12,7 @@ PrefOdds and UtilOdds, a sweep over kappa), :mod:`~unisteer.control.calibrate` (
 
 from __future__ import annotations
 
-from unisteer.control.calibrate import Calibration, static_kl
+from unisteer.control.calibrate import Calibration, choose_static, kl_profile, static_kl
 from unisteer.control.controllers import Controller, fixed, kl_budget, kl_divergence
 from unisteer.control.generate import ControlledGeneration, generate_controlled
 from unisteer.control.score import score_controlled, sweep_kappa
@@ -21,10 +21,12 @@ __all__ = [
     "Calibration",
     "ControlledGeneration",
     "Controller",
+    "choose_static",
     "fixed",
     "generate_controlled",
     "kl_budget",
     "kl_divergence",
+    "kl_profile",
     "score_controlled",
     "static_kl",
     "sweep_kappa",
