@@ -218,3 +218,28 @@ def test_a_steering_set_steers_like_its_members_together(setup: dict[str, Any]) 
         engine.stop()
     assert as_set[0] == apart[0] and as_set[1].completion_tokens == apart[1].completion_tokens
     assert as_set[0] != plain[0]
+
+
+def test_a_failing_request_ends_alone_with_its_error(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok = setup["tok"]
+    engine = Engine(setup["model"], tok)
+    real = engine._prefill
+
+    def fragile(row: Any) -> Any:
+        if len(row.job.prompt) == 3:
+            raise RuntimeError("boom")
+        return real(row)
+
+    monkeypatch.setattr(engine, "_prefill", fragile)
+    engine.start()
+    try:
+        bad = engine.submit(Job([1, 2, 3], max_tokens=4))
+        good = engine.submit(Job(ids(tok, "good"), max_tokens=4))
+        _, end_bad = collect(bad, timeout=60)
+        _, end_good = collect(good, timeout=60)
+    finally:
+        engine.stop()
+    assert end_bad.reason == "error" and "boom" in (end_bad.error or "")
+    assert end_good.reason in ("stop", "length")

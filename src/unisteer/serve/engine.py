@@ -230,7 +230,12 @@ class Engine:
             row = _Row(job)
             if job.temperature > 0:
                 row.sampler = RowSampler([job.seed], job.temperature, job.top_p)
-            cache, logits = self._prefill(row)
+            try:
+                cache, logits = self._prefill(row)
+            except Exception as e:  # this request's prefill failed: it alone ends, with why
+                log.exception("a prefill failed")
+                self._finish(row, "error", f"{type(e).__name__}: {e}")
+                continue
             if self._emit(row, self._pick(row, logits)):
                 continue  # done after one token: it never joins the batch
             single = BatchCache.single(cache, len(job.prompt))
