@@ -94,3 +94,35 @@ def test_train_rejects_bad_arguments(
     missing = ["train", "--model", str(saved["model"]), "--data", str(saved["root"] / "no.jsonl")]
     assert main([*missing, *out]) == 2
     assert "no.jsonl" in capsys.readouterr().err
+
+
+def test_sweep_with_a_kl_budget_controller(
+    saved: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from unisteer.core.io import save_delta
+
+    from conftest import make_delta
+
+    delta_dir = saved["root"] / "vec"
+    save_delta(make_delta(tiny_model("llama"), "vector", 1), delta_dir)
+    common = ["--model", str(saved["model"]), "--data", str(saved["data"]), "--delta",
+              str(delta_dir), "--no-progress"]  # fmt: skip
+    out = saved["root"] / "kappa"
+    args = ["sweep", *common, "--ms", "0:4:5", "--controller", "kl_budget", "--kappas",
+            "0,0.05,inf", "--k", "3", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    table = pd.read_parquet(out / "kappa_sweep.parquet")
+    assert sorted(table["kappa"].unique()) == [0.0, 0.05, float("inf")]
+    means = table.groupby("kappa")["mean_m"].mean()
+    assert means[0.0] == 0.0 and means[float("inf")] == 4.0
+    assert json.loads((out / "kappa_sweep.json").read_text())["m_max"] == 4.0
+    assert "kappa_sweep.parquet" in capsys.readouterr().out
+    for bad, says in [
+        (["--controller", "kl_budget"], "needs --kappas"),
+        (["--controller", "kl_budget", "--kappas", "-1"], "budgets are >= 0"),
+        (["--kappas", "0.5"], "go with --controller kl_budget"),
+    ]:
+        code = main(["sweep", *common, *bad, "--out", str(saved["root"] / "bad")])
+        assert code == 2 and says in capsys.readouterr().err

@@ -46,6 +46,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--positions", choices=["all", "prompt", "completion"], default="all")
     p.add_argument(
+        "--controller",
+        choices=["fixed", "kl_budget"],
+        default="fixed",
+        help="fixed: one m per point (--ms); kl_budget: m_t chosen per token under a KL budget "
+        "per point (--kappas), written as kappa_sweep.parquet",
+    )
+    p.add_argument("--kappas", help="with --controller kl_budget: a comma list of KL budgets")
+    p.add_argument("--m-max", type=float, help="kl_budget's largest m (default: the grid's end)")
+    p.add_argument("--k", type=int, default=8, help="kl_budget's candidate multipliers")
+    p.add_argument(
         "--memory-mb",
         type=float,
         default=1024.0,
@@ -67,12 +77,38 @@ def run(args: argparse.Namespace) -> int:
     if not args.memory_mb > 0:
         raise UsageError(f"argument --memory-mb: must be more than 0, got {args.memory_mb}")
     check_length_options(args)
+    kappas = _kappas(args)
     out = check_output_dir(args.out, "--out folder")
     with OutputLock(out):
-        return _sweep(args, out, given)
+        return _sweep(args, out, given, kappas)
 
 
-def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -> int:
+def _kappas(args: argparse.Namespace) -> list[float] | None:
+    """The KL budgets of ``--controller kl_budget`` (checked before the model loads)."""
+    import math
+
+    if args.controller == "fixed":
+        if args.kappas is not None or args.m_max is not None:
+            raise UsageError("--kappas and --m-max go with --controller kl_budget")
+        return None
+    if args.kappas is None:
+        raise UsageError("--controller kl_budget needs --kappas (a comma list, inf allowed)")
+    try:
+        kappas = [float(x) for x in args.kappas.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"argument --kappas: expected numbers, got {args.kappas!r}") from None
+    if not kappas or any(not k >= 0 for k in kappas):
+        raise UsageError(f"argument --kappas: budgets are >= 0 (inf allowed), got {args.kappas}")
+    if args.m_max is not None and (not math.isfinite(args.m_max) or args.m_max == 0):
+        raise UsageError(f"argument --m-max: a finite number other than 0, got {args.m_max}")
+    if args.k < 2:
+        raise UsageError(f"argument --k: at least 2 (0 and m_max), got {args.k}")
+    return kappas
+
+
+def _sweep(
+    args: argparse.Namespace, out_dir: Path, given: list[float] | None, kappas: list[float] | None
+) -> int:
     from unisteer.core.io import load_steerable
     from unisteer.model.load import load_model
     from unisteer.scoring.sweep import sweep
@@ -92,6 +128,8 @@ def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -
         ms = [float(x) for x in delta.meta["grid"]]
     else:
         raise UsageError(f"{args.delta} records no multiplier grid; give --ms LO:HI:N")
+    if kappas is not None:
+        return _kappa_sweep(args, out_dir, model, tokenizer, pairs, delta, ms, kappas)
     result = sweep(
         model,
         tokenizer,
@@ -112,4 +150,26 @@ def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None) -
     columns.append("n_out_of_domain")
     print(result.means()[columns].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"wrote {out / 'sweep.parquet'}, {out / 'means.parquet'} and {out / 'sweep.json'}")
+    return 0
+
+
+def _kappa_sweep(
+    args: argparse.Namespace, out_dir: Path, model: Any, tokenizer: Any, pairs: Any, delta: Any,
+    ms: list[float], kappas: list[float],
+) -> int:  # fmt: skip
+    from unisteer.control import sweep_kappa
+    from unisteer.files import write_json_atomic, write_parquet_atomic
+
+    m_max = args.m_max if args.m_max is not None else max(ms)
+    table = sweep_kappa(
+        model, tokenizer, list(pairs), delta, kappas, m_max, k=args.k, positions=args.positions,
+        include_suffix=args.include_suffix, progress=not args.no_progress,
+    )  # fmt: skip
+    write_parquet_atomic(out_dir / "kappa_sweep.parquet", table)
+    meta = {"controller": "kl_budget", "kappas": kappas, "m_max": m_max, "k": args.k,
+            "positions": args.positions, "n_pairs": len(pairs)}  # fmt: skip
+    write_json_atomic(out_dir / "kappa_sweep.json", meta)
+    means = table.groupby("kappa")[["pref_odds", "util_odds", "mean_m"]].mean().reset_index()
+    print(means.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"wrote {out_dir / 'kappa_sweep.parquet'} and {out_dir / 'kappa_sweep.json'}")
     return 0
