@@ -135,9 +135,11 @@ def _row_multipliers(m: Multiplier | Sequence[float], n: int) -> list[float] | N
     return values
 
 
-def _encode(
+def encode_prompts(
     tokenizer: Any, prompts: Sequence[Query], chat: bool, system: str | None
 ) -> list[list[int]]:
+    """Each prompt's token ids as generation feeds them (the chat template with its own BOS,
+    or the plain text); also :mod:`unisteer.control.generate`'s."""
     out = []
     for p in prompts:
         if chat:
@@ -195,7 +197,7 @@ def generate_detailed(
         raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
     per_row = _row_multipliers(m, n)
     use_chat = has_chat_template(tokenizer) if chat is None else chat
-    encoded = _encode(tokenizer, prompts, use_chat, system_prompt)
+    encoded = encode_prompts(tokenizer, prompts, use_chat, system_prompt)
     empty = [i for i, e in enumerate(encoded) if not e]
     if empty:
         raise ValueError(f"prompt {empty[0]} tokenises to nothing; give it some text")

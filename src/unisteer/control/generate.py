@@ -32,11 +32,11 @@ from unisteer.control.controllers import Controller, log_probs
 from unisteer.core.positions import PositionMode
 from unisteer.core.steer import steer
 from unisteer.core.steering_set import Steerable
-from unisteer.data.chat import has_chat_template, prompt_text
+from unisteer.data.chat import has_chat_template
 from unisteer.data.conversation import Query
 from unisteer.data.tokens import pad_id
 from unisteer.errors import SteeringError
-from unisteer.generation import RowSampler, eos_ids, row_seed
+from unisteer.generation import RowSampler, encode_prompts, eos_ids, row_seed
 from unisteer.model.config import cache_keyword
 from unisteer.model.kv import BatchCache, mergeable
 from unisteer.model.memory import model_device
@@ -53,15 +53,6 @@ class ControlledGeneration:
     m: tuple[float, ...]
     kl: tuple[float, ...]
     finished: bool
-
-
-def _encode(tokenizer: Any, prompts: Sequence[Query], system: str | None) -> list[list[int]]:
-    chat = has_chat_template(tokenizer)
-    out = []
-    for p in prompts:
-        text = prompt_text(tokenizer, p, system) if chat else str(p)
-        out.append([int(t) for t in tokenizer(text, add_special_tokens=not chat)["input_ids"]])
-    return out
 
 
 class _Run:
@@ -154,11 +145,6 @@ class _Run:
         new_ref = after.keep(list(range(b))) if c.needs_reference else None
         return logits[chosen], grid[index], kl, new_path, new_ref
 
-    def _plain(
-        self, ids: Tensor, batch: BatchCache | None, mask: Tensor
-    ) -> tuple[Tensor, BatchCache]:
-        return self._forward(ids, batch, mask, None)
-
     def run(
         self, prompts: list[list[int]], pad: int, eos: set[int], max_new: int,
         samplers: list[RowSampler] | None, forced: list[list[int]] | None = None,
@@ -184,7 +170,7 @@ class _Run:
         if prompt_steered:
             logits, m, kl, path, ref = self._steered(ids, None, None, mask)
         else:
-            logits, path = self._plain(ids, None, mask)
+            logits, path = self._forward(ids, None, mask, None)
             m, kl = torch.zeros(b), self._unsteered_kl(b)
             ref = path if self.controller.needs_reference else None
         tokens: list[list[int]] = [[] for _ in range(b)]
@@ -221,7 +207,7 @@ class _Run:
                 logits, m, kl, path, ref = self._steered(feed, path, ref, torch.ones_like(feed))
             else:
                 assert path is not None
-                logits, path = self._plain(feed, path, torch.ones_like(feed))
+                logits, path = self._forward(feed, path, torch.ones_like(feed), None)
                 m, kl = torch.zeros(b), self._unsteered_kl(b)
         return [
             ControlledGeneration("", tuple(tokens[i]), tuple(ms[i]), tuple(kls[i]), done[i])
@@ -264,7 +250,7 @@ def generate_controlled(
         raise ValueError(f"positions must be 'all', 'prompt' or 'completion', got {positions!r}")
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError("max_new_tokens and batch_size must be at least 1")
-    encoded = _encode(tokenizer, prompts, system_prompt)
+    encoded = encode_prompts(tokenizer, prompts, has_chat_template(tokenizer), system_prompt)
     if any(not e for e in encoded):
         raise ValueError("a prompt tokenises to nothing; give it some text")
     pad, eos = pad_id(tokenizer), eos_ids(model, tokenizer)
