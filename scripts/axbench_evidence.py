@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 from pathlib import Path
+from typing import Any
 
 import unisteer
 from unisteer.data import PairSet
@@ -28,6 +29,25 @@ from unisteer.training.trainer import train
 CONCEPTS = (
     Path(__file__).resolve().parents[1].parent / "shared/data/axbench/concept10/prod_2b_l10_v1"
 )
+
+
+def concept_delta(
+    model: Any, tok: Any, data: Path, where: Path, cid: int, objective: str, *,
+    pairs: int = 24, epochs: int = 2,
+) -> Path:  # fmt: skip
+    """A vector for AxBench concept ``cid`` trained with ``objective`` on ``pairs`` pairs (the
+    concept's response against the default model's own answer), saved at ``where`` (reused
+    when already there)."""
+    if not (where / "delta.json").is_file():
+        found = read_axbench(data / "generate", base_responder(model, tok), concept_ids=[cid])
+        order = list(range(len(found)))
+        random.Random(cid).shuffle(order)
+        chosen = PairSet([found[i] for i in order[:pairs]], name=found.name)
+        extra = {} if objective == "diffmean" else {"epochs": epochs}
+        delta = train(model, tok, chosen, kind="vector", objective=objective, **extra)
+        delta.meta["concept_id"] = cid
+        unisteer.save_delta(delta, where)
+    return where
 
 
 def main() -> None:
@@ -50,19 +70,9 @@ def main() -> None:
         dirs = {}
         for cid in ids:
             where = args.out / "deltas" / method / str(cid)
-            if not (where / "delta.json").is_file():
-                pairs = read_axbench(
-                    args.data / "generate", base_responder(model, tok), concept_ids=[cid]
-                )
-                order = list(range(len(pairs)))
-                random.Random(cid).shuffle(order)
-                chosen = PairSet([pairs[i] for i in order[: args.pairs]], name=pairs.name)
-                delta = train(
-                    model, tok, chosen, kind="vector", objective=method, epochs=args.epochs
-                )
-                delta.meta["concept_id"] = cid
-                unisteer.save_delta(delta, where)
-            dirs[str(cid)] = where
+            dirs[str(cid)] = concept_delta(
+                model, tok, args.data, where, cid, method, pairs=args.pairs, epochs=args.epochs
+            )
         report = eval_axbench(
             model,
             tok,

@@ -122,7 +122,58 @@ def test_sweep_with_a_kl_budget_controller(
     for bad, says in [
         (["--controller", "kl_budget"], "needs --kappas"),
         (["--controller", "kl_budget", "--kappas", "-1"], "budgets are >= 0"),
-        (["--kappas", "0.5"], "go with --controller kl_budget"),
+        (["--kappas", "0.5"], "go with --controller kl_budget or static_kl"),
     ]:
         code = main(["sweep", *common, *bad, "--out", str(saved["root"] / "bad")])
         assert code == 2 and says in capsys.readouterr().err
+
+
+def test_eval_under_a_controller(
+    saved: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from tiny_axbench import make_concept_dir
+    from unisteer.core.io import save_delta
+    from unisteer.evaluate.axbench.store import EvalStore
+
+    from conftest import make_delta
+
+    root = saved["root"]
+    delta_dir = root / "0"  # the concept it steers toward, by its id
+    save_delta(make_delta(tiny_model("llama"), "vector", 1), delta_dir)
+    model = ["--model", str(saved["model"]), "--no-progress"]
+    acc = ["eval", "accuracy", *model, "--data", str(saved["data"]), "--deltas", str(delta_dir)]
+    ctl = ["--controller", "kl_budget", "--kappa", "0,inf", "--m-max", "3", "--k", "3"]
+    assert main([*acc, *ctl, "--out", str(root / "acc")]) == 0
+    table = pd.read_parquet(root / "acc" / "accuracy.parquet")
+    assert sorted(table["kappa"]) == [0.0, float("inf")]
+    part = pd.read_parquet(root / "acc" / "accuracy" / "0.kl_budget.parquet")
+    assert set(part.groupby("m")["mean_m"].mean()) == {0.0, 3.0}
+    # kappa = 0 is the unsteered model: its accuracy is the base model's.
+    assert main([*acc, "--ms", "0", "--out", str(root / "acc0")]) == 0
+    base = pd.read_parquet(root / "acc0" / "accuracy.parquet")
+    assert table[table["kappa"] == 0.0]["accuracy"].item() == base["accuracy"].item()
+    capsys.readouterr()
+
+    concepts = make_concept_dir(root / "concepts")
+    instructions = root / "alpaca.json"
+    instructions.write_text(json.dumps([{"instruction": f"Say thing {i}."} for i in range(805)]))
+    ax = ["eval", "axbench", *model, "--concepts", str(concepts), "--deltas", str(delta_dir),
+          "--instructions", str(instructions), "--judge", "none", "--max-new-tokens", "3",
+          "--concept-ids", "0"]  # fmt: skip
+    assert main([*ax, *ctl[:2], "--kappa", "0.5", "--m-max", "2", "--out", str(root / "ax")]) == 0
+    gens = EvalStore(root / "ax").generations()
+    assert set(gens["factor"]) == {0.5} and set(gens["controller"]) == {"kl_budget"}
+    assert all(len(t) == n for t, n in zip(gens["m_trace"], gens["n_tokens"], strict=True))
+    for bad, says in [
+        ([*ctl, "--factors", "1,2"], "takes --kappas, not --factors"),
+        (["--kappa", "0.5"], "go with --controller kl_budget or static_kl"),
+        (["--controller", "static_kl"], "needs --kappas"),
+    ]:
+        code = main([*ax, *bad, "--out", str(root / "bad")])
+        assert code == 2 and says in capsys.readouterr().err
+    assert main([*acc, *ctl, "--ms", "1", "--out", str(root / "bad")]) == 2
+    assert "takes --kappas, not --ms" in capsys.readouterr().err
+    assert main([*acc, "--out", str(root / "bad")]) == 2
+    assert "--ms (or --controller)" in capsys.readouterr().err

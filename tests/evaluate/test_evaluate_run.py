@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import unisteer
+from tiny_axbench import INSTRUCTIONS, make_concept_dir
 from unisteer.data.pairs import PolarityPair
 from unisteer.errors import DataError
 from unisteer.evaluate import (
@@ -32,7 +33,6 @@ from unisteer.evaluate.judges.prompts import Criterion
 from unisteer.scoring.sweep import score_pairs
 
 from conftest import make_delta
-from test_axbench import INSTRUCTIONS, make_concept_dir
 from tiny_models import tiny_model
 from tiny_tokenizers import CHATML, word_tokenizer
 

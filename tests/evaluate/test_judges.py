@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tiny_axbench import FILLER, TOPICS, make_concept_dir, sentence
 from unisteer.evaluate.judges.base import JudgeError, RatingRequest
 from unisteer.evaluate.judges.calibration import Thresholds, calibrate, youden_threshold
 from unisteer.evaluate.judges.local import LocalJudge
@@ -21,7 +22,6 @@ from unisteer.evaluate.judges.text_stats import (
     words,
 )
 
-from test_axbench import FILLER, TOPICS, make_concept_dir, sentence
 from tiny_models import tiny_model
 from tiny_tokenizers import CHATML, word_tokenizer
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from unisteer.cli.control import add_controller_options, controller_options
 from unisteer.cli.data import add_source_options, load_source, pick_split
 from unisteer.errors import UsageError
 
@@ -38,6 +39,7 @@ def register(sub: Any) -> None:
     ax.add_argument("--method", default=None, help="name stored with the generations")
     ax.add_argument("--baseline", help="a stored method to compute the winrate against")
     ax.add_argument("--factors", help="LO:HI:N or a comma list (default: per delta kind)")
+    add_controller_options(ax, "--factors")
     ax.add_argument("--instructions", type=Path, help="AlpacaEval instructions (JSON)")
     ax.add_argument("--max-new-tokens", type=int, default=128)
     ax.add_argument("--temperature", type=float, default=1.0)
@@ -69,7 +71,8 @@ def register(sub: Any) -> None:
     acc.add_argument("--split", choices=["all", "train", "test"], default="all")
     acc.add_argument("--deltas", nargs="*", default=[], help="saved delta directories")
     acc.add_argument("--base", action="store_true", help="also score the unsteered model")
-    acc.add_argument("--ms", required=True, help="LO:HI:N or a comma list")
+    acc.add_argument("--ms", help="LO:HI:N or a comma list (a fixed m)")
+    add_controller_options(acc, "--ms")
     acc.add_argument("--out", type=Path, required=True)
     acc.add_argument("--reduction", choices=["sum", "mean"], default="sum")
     acc.add_argument("--include-suffix", action="store_true")
@@ -85,6 +88,14 @@ def axbench(args: argparse.Namespace) -> int:
     from unisteer.evaluate.judges.select import make_judge
     from unisteer.model.load import load_model
 
+    control = controller_options(args)
+    factors = _grid(args.factors, "--factors")
+    if control is not None:
+        if factors is not None:
+            raise UsageError(f"--controller {args.controller} takes --kappas, not --factors")
+        if args.rescore:
+            raise UsageError("--rescore rates stored generations; it takes no --controller")
+        factors = control[1]
     model, tokenizer = load_model(args.model)
     ids = [int(x) for x in args.concept_ids.split(",")] if args.concept_ids else None
     judge = None
@@ -126,7 +137,7 @@ def axbench(args: argparse.Namespace) -> int:
             args.concepts,
             deltas,
             judge,
-            _grid(args.factors, "--factors"),
+            factors,
             args.out,
             instructions=args.instructions,
             concept_ids=ids,
@@ -135,6 +146,7 @@ def axbench(args: argparse.Namespace) -> int:
             settings=settings,
             batch_size=args.batch_size,
             progress=not args.no_progress,
+            controller=control[0] if control is not None else None,
         )
     if report is not None:
         print(report.format())
@@ -146,13 +158,21 @@ def accuracy(args: argparse.Namespace) -> int:
     from unisteer.evaluate.accuracy import eval_accuracy
     from unisteer.model.load import load_model
 
+    control = controller_options(args)
+    ms = _grid(args.ms, "--ms")
+    if control is not None:
+        if ms is not None:
+            raise UsageError(f"--controller {args.controller} takes --kappas, not --ms")
+        if not args.deltas:
+            raise UsageError(f"--controller {args.controller} steers saved --deltas; give some")
+        ms = control[1]
+    elif ms is None:
+        raise UsageError("the following arguments are required: --ms (or --controller)")
     model, tokenizer = load_model(args.model)
     pairs = pick_split(load_source(args, args.data), args.split)
     deltas: dict[str, Any] = {Path(d).name: Path(d) for d in args.deltas}
     if args.base or not deltas:
         deltas["base"] = None
-    ms = _grid(args.ms, "--ms")
-    assert ms is not None
     table = eval_accuracy(
         model,
         tokenizer,
@@ -164,6 +184,7 @@ def accuracy(args: argparse.Namespace) -> int:
         reduction=args.reduction,
         include_suffix=args.include_suffix,
         positions=args.positions,
+        controller=control[0] if control is not None else None,
     )
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"wrote {args.out}")

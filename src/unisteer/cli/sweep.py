@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from unisteer.cli.control import add_controller_options, controller_options
 from unisteer.cli.data import (
     add_length_options,
     add_source_options,
@@ -45,16 +46,7 @@ def register(sub: Any) -> None:
         help="count the end-of-turn tokens as part of each completion",
     )
     p.add_argument("--positions", choices=["all", "prompt", "completion"], default="all")
-    p.add_argument(
-        "--controller",
-        choices=["fixed", "kl_budget"],
-        default="fixed",
-        help="fixed: one m per point (--ms); kl_budget: m_t chosen per token under a KL budget "
-        "per point (--kappas), written as kappa_sweep.parquet",
-    )
-    p.add_argument("--kappas", help="with --controller kl_budget: a comma list of KL budgets")
-    p.add_argument("--m-max", type=float, help="kl_budget's largest m (default: the grid's end)")
-    p.add_argument("--k", type=int, default=8, help="kl_budget's candidate multipliers")
+    add_controller_options(p, "--ms")
     p.add_argument(
         "--memory-mb",
         type=float,
@@ -77,38 +69,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.memory_mb > 0:
         raise UsageError(f"argument --memory-mb: must be more than 0, got {args.memory_mb}")
     check_length_options(args)
-    kappas = _kappas(args)
+    control = controller_options(args)
     out = check_output_dir(args.out, "--out folder")
     with OutputLock(out):
-        return _sweep(args, out, given, kappas)
+        return _sweep(args, out, given, control)
 
 
-def _kappas(args: argparse.Namespace) -> list[float] | None:
-    """The KL budgets of ``--controller kl_budget`` (checked before the model loads)."""
-    import math
-
-    if args.controller == "fixed":
-        if args.kappas is not None or args.m_max is not None:
-            raise UsageError("--kappas and --m-max go with --controller kl_budget")
-        return None
-    if args.kappas is None:
-        raise UsageError("--controller kl_budget needs --kappas (a comma list, inf allowed)")
-    try:
-        kappas = [float(x) for x in args.kappas.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"argument --kappas: expected numbers, got {args.kappas!r}") from None
-    if not kappas or any(not k >= 0 for k in kappas):
-        raise UsageError(f"argument --kappas: budgets are >= 0 (inf allowed), got {args.kappas}")
-    if args.m_max is not None and (not math.isfinite(args.m_max) or args.m_max == 0):
-        raise UsageError(f"argument --m-max: a finite number other than 0, got {args.m_max}")
-    if args.k < 2:
-        raise UsageError(f"argument --k: at least 2 (0 and m_max), got {args.k}")
-    return kappas
-
-
-def _sweep(
-    args: argparse.Namespace, out_dir: Path, given: list[float] | None, kappas: list[float] | None
-) -> int:
+def _sweep(args: argparse.Namespace, out_dir: Path, given: list[float] | None, control: Any) -> int:
     from unisteer.core.io import load_steerable
     from unisteer.model.load import load_model
     from unisteer.scoring.sweep import sweep
@@ -128,8 +95,8 @@ def _sweep(
         ms = [float(x) for x in delta.meta["grid"]]
     else:
         raise UsageError(f"{args.delta} records no multiplier grid; give --ms LO:HI:N")
-    if kappas is not None:
-        return _kappa_sweep(args, out_dir, model, tokenizer, pairs, delta, ms, kappas)
+    if control is not None:
+        return _kappa_sweep(args, out_dir, model, tokenizer, pairs, delta, ms, *control)
     result = sweep(
         model,
         tokenizer,
@@ -155,18 +122,18 @@ def _sweep(
 
 def _kappa_sweep(
     args: argparse.Namespace, out_dir: Path, model: Any, tokenizer: Any, pairs: Any, delta: Any,
-    ms: list[float], kappas: list[float],
+    ms: list[float], spec: Any, kappas: list[float],
 ) -> int:  # fmt: skip
-    from unisteer.control import sweep_kappa
+    from unisteer.control import sweep_controller
     from unisteer.files import write_json_atomic, write_parquet_atomic
 
-    m_max = args.m_max if args.m_max is not None else max(ms)
-    table = sweep_kappa(
-        model, tokenizer, list(pairs), delta, kappas, m_max, k=args.k, positions=args.positions,
+    spec = spec.with_m_max(max(ms))
+    table = sweep_controller(
+        model, tokenizer, list(pairs), delta, spec, kappas, positions=args.positions,
         include_suffix=args.include_suffix, progress=not args.no_progress,
     )  # fmt: skip
     write_parquet_atomic(out_dir / "kappa_sweep.parquet", table)
-    meta = {"controller": "kl_budget", "kappas": kappas, "m_max": m_max, "k": args.k,
+    meta = {"controller": spec.name, **spec.describe(), "kappas": kappas,
             "positions": args.positions, "n_pairs": len(pairs)}  # fmt: skip
     write_json_atomic(out_dir / "kappa_sweep.json", meta)
     means = table.groupby("kappa")[["pref_odds", "util_odds", "mean_m"]].mean().reset_index()

@@ -7,7 +7,9 @@
 
 :mod:`~unisteer.control.controllers` (what a controller is; ``fixed``, ``kl_budget``),
 :mod:`~unisteer.control.generate` (generation), :mod:`~unisteer.control.score` (teacher-forced
-PrefOdds and UtilOdds, a sweep over kappa), :mod:`~unisteer.control.calibrate` (``static_kl``).
+PrefOdds and UtilOdds, a sweep over kappa), :mod:`~unisteer.control.calibrate` (``static_kl``),
+:mod:`~unisteer.control.spec` (a family of controllers indexed by what a sweep varies: what the
+CLI, the AxBench run and the experiment files take).
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from __future__ import annotations
 from unisteer.control.calibrate import Calibration, choose_static, kl_profile, static_kl
 from unisteer.control.controllers import Controller, fixed, kl_budget, kl_divergence
 from unisteer.control.generate import ControlledGeneration, generate_controlled
-from unisteer.control.score import score_controlled, sweep_kappa
+from unisteer.control.score import score_controlled, sweep_controller, sweep_kappa
+from unisteer.control.spec import ControlSpec, control_spec
 
 __all__ = [
     "Calibration",
+    "ControlSpec",
     "ControlledGeneration",
     "Controller",
     "choose_static",
+    "control_spec",
     "fixed",
     "generate_controlled",
     "kl_budget",
@@ -29,5 +34,6 @@ __all__ = [
     "kl_profile",
     "score_controlled",
     "static_kl",
+    "sweep_controller",
     "sweep_kappa",
 ]

@@ -13,7 +13,7 @@ decoding calls are the completion (steered under ``"all"`` and ``"completion"``)
 
 ``m_t`` of every generated token (the multiplier of the call whose distribution it was drawn
 from; 0 where the positions rule leaves the call unsteered) comes back with the text, with the
-KL of that distribution to the unsteered one.
+KL of that distribution to the unsteered one, and the token's log-probability under it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -46,13 +46,15 @@ from unisteer.model.memory import model_device
 class ControlledGeneration:
     """One completion under a controller: its text, tokens, and per token the multiplier used
     (``m``) and the KL of its distribution to the unsteered model's (``kl``, NaN when the
-    controller computes no reference)."""
+    controller computes no reference), and the token's log-probability under that distribution
+    (``logprob``: before temperature and truncation, the model's own)."""
 
     text: str
     token_ids: tuple[int, ...]
     m: tuple[float, ...]
     kl: tuple[float, ...]
     finished: bool
+    logprob: tuple[float, ...] = ()
 
 
 class _Run:
@@ -149,8 +151,8 @@ class _Run:
         self, prompts: list[list[int]], pad: int, eos: set[int], max_new: int,
         samplers: list[RowSampler] | None, forced: list[list[int]] | None = None,
     ) -> list[ControlledGeneration]:  # fmt: skip
-        """Generate (or, with ``forced``, feed those tokens and keep their log-probabilities
-        in ``kl``'s place: see :meth:`forced_logprobs`)."""
+        """Generate, or with ``forced`` feed those tokens (teacher forcing: their
+        log-probabilities are each generation's ``logprob``)."""
         b = len(prompts)
         width = max(len(p) for p in prompts)
         ids = torch.full((b, width), pad, dtype=torch.long)
@@ -176,8 +178,8 @@ class _Run:
         tokens: list[list[int]] = [[] for _ in range(b)]
         ms: list[list[float]] = [[] for _ in range(b)]
         kls: list[list[float]] = [[] for _ in range(b)]
+        lps: list[list[float]] = [[] for _ in range(b)]
         done = [False] * b
-        self.logprobs: list[list[float]] = [[] for _ in range(b)]
         if forced is not None:
             max_new = max(len(f) for f in forced)
         for step in range(max_new):
@@ -185,18 +187,17 @@ class _Run:
                 nxt = self._pick(logits, samplers)
             else:
                 nxt = [f[step] if step < len(f) else pad for f in forced]
-                lp = log_probs(logits)
+            lp = log_probs(logits)
             for i in range(b):
                 if done[i]:
                     continue
                 if forced is None and nxt[i] in eos:
                     done[i] = True
                     continue
-                if forced is not None:
-                    if step >= len(forced[i]):
-                        done[i] = True
-                        continue
-                    self.logprobs[i].append(float(lp[i, nxt[i]]))
+                if forced is not None and step >= len(forced[i]):
+                    done[i] = True
+                    continue
+                lps[i].append(float(lp[i, nxt[i]]))
                 tokens[i].append(nxt[i])
                 ms[i].append(float(m[i]))
                 kls[i].append(float(kl[i]))
@@ -210,7 +211,9 @@ class _Run:
                 logits, path = self._forward(feed, path, torch.ones_like(feed), None)
                 m, kl = torch.zeros(b), self._unsteered_kl(b)
         return [
-            ControlledGeneration("", tuple(tokens[i]), tuple(ms[i]), tuple(kls[i]), done[i])
+            ControlledGeneration(
+                "", tuple(tokens[i]), tuple(ms[i]), tuple(kls[i]), done[i], tuple(lps[i])
+            )
             for i in range(b)
         ]
 
@@ -239,13 +242,15 @@ def generate_controlled(
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    seed: int = 0,
+    top_k: int | None = None,
+    seed: int | Sequence[int] = 0,
     batch_size: int = 8,
     system_prompt: str | None = None,
 ) -> list[ControlledGeneration]:
     """Completions of ``prompts`` steered by ``delta`` with ``m_t`` chosen by ``controller``
     (see the module docstring); sampling as in :func:`unisteer.generation.generate` (one seeded
-    generator per prompt)."""
+    generator per prompt: ``seed`` an int, row ``i`` drawing with ``row_seed(seed, i)``, or one
+    seed per prompt)."""
     if positions not in ("all", "prompt", "completion"):
         raise ValueError(f"positions must be 'all', 'prompt' or 'completion', got {positions!r}")
     if max_new_tokens < 1 or batch_size < 1:
@@ -253,17 +258,21 @@ def generate_controlled(
     encoded = encode_prompts(tokenizer, prompts, has_chat_template(tokenizer), system_prompt)
     if any(not e for e in encoded):
         raise ValueError("a prompt tokenises to nothing; give it some text")
+    n = len(encoded)
+    seeds = [row_seed(seed, i) for i in range(n)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
     pad, eos = pad_id(tokenizer), eos_ids(model, tokenizer)
     runner = _Run(model, delta, controller, positions)
     out: list[ControlledGeneration] = []
-    for start in range(0, len(encoded), batch_size):
+    for start in range(0, n, batch_size):
         chunk = encoded[start : start + batch_size]
         samplers = (
-            [RowSampler([row_seed(seed, start + i)], temperature, top_p) for i in range(len(chunk))]
+            [RowSampler([seeds[start + i]], temperature, top_p, top_k) for i in range(len(chunk))]
             if temperature > 0
             else None
         )
         for g in runner.run(chunk, pad, eos, max_new_tokens, samplers):
             text = str(tokenizer.decode(list(g.token_ids), skip_special_tokens=True)).strip()
-            out.append(ControlledGeneration(text, g.token_ids, g.m, g.kl, g.finished))
+            out.append(replace(g, text=text))
     return out

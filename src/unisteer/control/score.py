@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from unisteer.control.controllers import Controller, kl_budget
+from unisteer.control.calibrate import kl_profile
+from unisteer.control.controllers import Controller
 from unisteer.control.generate import _Run
+from unisteer.control.spec import ControlSpec
 from unisteer.core.positions import PositionMode
 from unisteer.core.steering_set import Steerable
 from unisteer.data.pairs import PolarityPair
@@ -66,7 +68,7 @@ def score_controlled(
         chunk = rows[start : start + step]
         gens = runner.run([p for p, _ in chunk], pad, set(), 0, None, forced=[c for _, c in chunk])
         for j, g in enumerate(gens):
-            lp = runner.logprobs[j]
+            lp = g.logprob
             nll[start + j] = -float(np.sum(lp))
             counts[start + j] = len(lp)
             mean_m[start + j] = float(np.mean(g.m)) if g.m else 0.0
@@ -76,6 +78,40 @@ def score_controlled(
     )  # fmt: skip
     table["mean_m"] = (mean_m[0::2] + mean_m[1::2]) / 2
     return table
+
+
+def sweep_controller(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Steerable,
+    spec: ControlSpec,
+    settings: Sequence[float],
+    *,
+    positions: PositionMode = "all",
+    include_suffix: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`score_controlled` at every setting of ``spec`` (``m`` for ``fixed``, ``kappa``
+    otherwise): one table in the sweep's layout with the setting's name as its column.
+    ``static_kl`` is calibrated first on greedy rollouts of the pairs' queries
+    (:func:`unisteer.control.calibrate.kl_profile`, ``spec.points`` multipliers up to
+    ``spec.m_max``)."""
+    values = spec.check_settings(settings, spec.setting + "s")
+    profile = None
+    if spec.needs_profile:
+        assert spec.m_max is not None, "static_kl needs m_max"
+        queries = list(dict.fromkeys(p.query for p in pairs))  # each distinct query once
+        profile = kl_profile(model, tokenizer, queries, delta, spec.m_max, points=spec.points,
+                             q=spec.q, positions=positions)  # fmt: skip
+    tables = []
+    for value in tqdm(values, desc=spec.setting, disable=not progress):
+        t = score_controlled(model, tokenizer, pairs, delta, spec.at(value, profile),
+                             positions=positions, include_suffix=include_suffix)  # fmt: skip
+        t["m"] = float(value)
+        tables.append(t)
+    out = pd.concat(tables, ignore_index=True)
+    return out if spec.setting == "m" else out.rename(columns={"m": spec.setting})
 
 
 def sweep_kappa(
@@ -91,12 +127,8 @@ def sweep_kappa(
     include_suffix: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """:func:`score_controlled` with ``kl_budget(kappa, m_max, k)`` for every ``kappa``: one
-    table, ``kappa`` in the ``m`` column (the sweep's layout, so the fits and plots read it)."""
-    tables = []
-    for kappa in tqdm(list(kappas), desc="kappa", disable=not progress):
-        t = score_controlled(model, tokenizer, pairs, delta, kl_budget(kappa, m_max, k),
-                             positions=positions, include_suffix=include_suffix)  # fmt: skip
-        t["m"] = float(kappa)
-        tables.append(t)
-    return pd.concat(tables, ignore_index=True).rename(columns={"m": "kappa"})
+    """:func:`sweep_controller` with ``kl_budget(kappa, m_max, k)`` for every ``kappa``: one
+    table, ``kappa`` in the ``m`` column's place (the sweep's layout, so fits and plots read it)."""
+    spec = ControlSpec("kl_budget", m_max=m_max, k=k)
+    return sweep_controller(model, tokenizer, pairs, delta, spec, kappas, positions=positions,
+                            include_suffix=include_suffix, progress=progress)  # fmt: skip

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from unisteer.control.spec import ControlSpec
 from unisteer.core.delta import Delta
 from unisteer.errors import DataError
 from unisteer.evaluate.axbench.concepts import read_concepts, resolve_concept
@@ -69,6 +70,7 @@ def eval_axbench(
     settings: AxBenchSettings | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    controller: ControlSpec | None = None,
 ) -> AxBenchReport | None:
     """The AxBench steering evaluation of one delta per concept.
 
@@ -86,6 +88,9 @@ def eval_axbench(
         method: the name the generations are stored under (one directory may hold several
             methods, e.g. a baseline and the steered model).
         baseline: a stored method to compute the winrate against.
+        controller: how ``m`` is chosen (default ``fixed``: ``factors`` are multipliers);
+            ``kl_budget`` and ``static_kl`` take KL budgets as ``factors`` (see
+            :func:`unisteer.evaluate.axbench.run.run_axbench`).
     """
     concepts = read_concepts(concepts_path)
     if isinstance(instructions, pd.DataFrame):
@@ -124,4 +129,5 @@ def eval_axbench(
         baseline=baseline,
         batch_size=batch_size,
         progress=progress,
+        controller=controller,
     )

@@ -40,6 +40,8 @@ AXBENCH_FACTORS: tuple[float, ...] = (
 VECTOR_FACTORS: tuple[float, ...] = (
     2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 25.0, 30.0, 40.0, 50.0,
 )  # fmt: skip
+#: KL budgets (nats per token) swept under the ``kl_budget`` and ``static_kl`` controllers.
+KAPPA_FACTORS: tuple[float, ...] = (0.05, 0.2, 0.5, 2.0)
 N_INSTRUCTIONS = 10
 ALPACA_EVAL_SIZE = 805
 ALPACA_FILE = "alpaca_eval_instructions.json"

@@ -7,6 +7,14 @@ the judge and stored. Re-running skips stored generations and stored ratings, so
 interrupted run resumes, and rating with another judge never regenerates. Every row's sampling
 seed is derived from (seed, concept, instruction, factor): a resumed run produces the same
 texts as an uninterrupted one.
+
+Under a controller (:class:`unisteer.control.spec.ControlSpec`) the ``factor`` column is the
+family's setting: ``m`` for ``fixed``, the KL budget ``kappa`` for ``kl_budget`` (``m_t`` chosen
+token by token; each generation's trace is stored as ``m_trace``) and for ``static_kl`` (one
+constant ``m`` per kappa, from the KL profile of greedy rollouts of the concept's *selection*
+instructions, stored in ``run.json``, so the reporting instructions never inform it). Selection
+and reporting are unchanged: the best setting of each controller is chosen on instructions
+0–4 and reported on 5–9. ``m_mean`` is the mean multiplier over a generation's tokens.
 """
 
 from __future__ import annotations
@@ -21,10 +29,14 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from unisteer.control.calibrate import kl_profile
+from unisteer.control.generate import generate_controlled
+from unisteer.control.spec import ControlSpec
 from unisteer.core.delta import Delta
 from unisteer.errors import DataError
 from unisteer.evaluate.axbench.concepts import Concept
 from unisteer.evaluate.axbench.protocol import (
+    KAPPA_FACTORS,
     SCORE_COLUMNS,
     AxBenchSettings,
     add_harmonic_mean,
@@ -66,6 +78,92 @@ def _check_settings(store: EvalStore, method: str, settings: dict[str, Any]) -> 
         )
 
 
+#: The rollouts of ``static_kl``'s profile: greedy, this many new tokens.
+PROFILE_TOKENS = 32
+
+
+def _profile(
+    model: Any,
+    tokenizer: Any,
+    store: EvalStore,
+    method: str,
+    concept: Concept,
+    delta: Delta,
+    rows: pd.DataFrame,
+    spec: ControlSpec,
+    settings: AxBenchSettings,
+) -> tuple[list[float], list[float]]:
+    """``static_kl``'s KL profile for a concept, from the selection instructions (stored in
+    ``run.json`` and read back on resume)."""
+    key = f"{method}/{concept.concept_id}"
+    stored = store.read_run().get("profiles", {}).get(key)
+    if stored is not None and stored.get("spec") == spec.describe():
+        return list(stored["grid"]), list(stored["percentile"])
+    select = rows[rows["split"] == "select"].drop_duplicates("input_id")
+    assert spec.m_max is not None
+    grid, pct = kl_profile(
+        model, tokenizer, select["instruction"].tolist(), delta, spec.m_max, points=spec.points,
+        q=spec.q, positions=settings.positions,  # type: ignore[arg-type]
+        max_new_tokens=PROFILE_TOKENS,
+    )  # fmt: skip
+    entry = {"spec": spec.describe(), "grid": list(grid), "percentile": list(pct)}
+    store.update_run(profiles={key: entry})
+    return list(grid), list(pct)
+
+
+def _generate(
+    model: Any,
+    tokenizer: Any,
+    todo: pd.DataFrame,
+    delta: Delta | None,
+    seeds: list[int],
+    settings: AxBenchSettings,
+    spec: ControlSpec,
+    profile: tuple[list[float], list[float]] | None,
+    batch_size: int,
+) -> pd.DataFrame:
+    """``text, n_tokens, finished, seed, m_mean`` (and ``m_trace`` under ``kl_budget``) for
+    the rows of ``todo``, in its order."""
+    factors = [float(f) for f in todo["factor"]]
+    sampling: dict[str, Any] = {
+        "positions": settings.positions, "max_new_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k,
+        "batch_size": batch_size,
+    }  # fmt: skip
+    prompts = [str(x) for x in todo["instruction"]]
+    records: list[dict[str, Any]] = [{} for _ in prompts]
+    if delta is not None and spec.adaptive:
+        for value in sorted(set(factors)):
+            idx = [i for i, f in enumerate(factors) if f == value]
+            gens = generate_controlled(
+                model, tokenizer, [prompts[i] for i in idx], delta, spec.at(value),
+                seed=[seeds[i] for i in idx], **sampling,
+            )  # fmt: skip
+            for i, g in zip(idx, gens, strict=True):
+                records[i] = {
+                    "text": g.text, "n_tokens": len(g.token_ids), "finished": g.finished,
+                    "seed": str(seeds[i]), "m_mean": sum(g.m) / len(g.m) if g.m else 0.0,
+                    "m_trace": list(g.m),
+                }  # fmt: skip
+        return pd.DataFrame(records)
+    if delta is None:
+        ms = [0.0] * len(todo)
+    elif spec.needs_profile:
+        ms = [spec.at(f, profile).candidates[0] for f in factors]
+    else:
+        ms = factors
+    plain = generate_detailed(
+        model, tokenizer, prompts, delta=delta, m=ms if delta is not None else 1.0, seed=seeds,
+        **sampling,
+    )  # fmt: skip
+    for i, h in enumerate(plain):
+        records[i] = {
+            "text": h.text, "n_tokens": len(h.token_ids), "finished": h.finished,
+            "seed": str(h.seed), "m_mean": float(ms[i]),
+        }  # fmt: skip
+    return pd.DataFrame(records)
+
+
 def generate_concept(
     model: Any,
     tokenizer: Any,
@@ -79,9 +177,15 @@ def generate_concept(
     *,
     batch_size: int = 16,
     chunk_batches: int = 4,
+    controller: ControlSpec | None = None,
 ) -> pd.DataFrame:
-    """All generations of one concept (stored ones are reused, the rest generated and stored)."""
-    rows = steering_rows(concept, instructions, factors, settings.n_instructions)
+    """All generations of one concept (stored ones are reused, the rest generated and stored).
+    ``factors`` are the settings of ``controller`` (default ``fixed``: multipliers)."""
+    spec = controller or ControlSpec()
+    if delta is not None and spec.name != "fixed" and spec.m_max is None:
+        raise ValueError(f"controller {spec.name} needs m_max (see ControlSpec.with_m_max)")
+    all_rows = steering_rows(concept, instructions, factors, settings.n_instructions)
+    rows = all_rows
     dhash = delta_hash(delta)
     done = store.generations(method, concept.concept_id)
     if not done.empty:
@@ -94,6 +198,11 @@ def generate_concept(
             )
         keys = set(map(tuple, done[GENERATION_KEY].itertuples(index=False)))
         rows = rows[[k not in keys for k in rows[GENERATION_KEY].itertuples(index=False)]]
+    profile = None
+    if delta is not None and spec.needs_profile and len(rows):
+        profile = _profile(
+            model, tokenizer, store, method, concept, delta, all_rows, spec, settings
+        )
     frames = [done] if not done.empty else []
     step = batch_size * chunk_batches
     for start in range(0, len(rows), step):
@@ -102,26 +211,12 @@ def generate_concept(
             row_seed(settings.seed, concept.concept_id, int(r.input_id), float(r.factor))
             for r in todo.itertuples(index=False)
         ]
-        gens = generate_detailed(
-            model,
-            tokenizer,
-            todo["instruction"].tolist(),
-            delta=delta,
-            m=[float(f) for f in todo["factor"]] if delta is not None else 1.0,
-            positions=settings.positions,  # type: ignore[arg-type]
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            top_k=settings.top_k,
-            seed=seeds,
-            batch_size=batch_size,
-        )
-        new = todo.copy()
+        made = _generate(model, tokenizer, todo, delta, seeds, settings, spec, profile, batch_size)
+        new = todo.copy().reset_index(drop=True)
         new.insert(0, "method", method)
-        new["text"] = [g.text for g in gens]
-        new["n_tokens"] = [len(g.token_ids) for g in gens]
-        new["finished"] = [g.finished for g in gens]
-        new["seed"] = [str(g.seed) for g in gens]
+        for column in made.columns:
+            new[column] = made[column].tolist()
+        new["controller"] = spec.name if delta is not None else "none"
         new["delta_hash"] = dhash
         frames.append(new)
         store.write_generations(method, concept.concept_id, pd.concat(frames, ignore_index=True))
@@ -284,27 +379,39 @@ def run_axbench(
     baseline: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    controller: ControlSpec | None = None,
 ) -> AxBenchReport | None:
     """Generate and rate every concept in ``deltas`` (keyed by concept id), then report.
 
-    Without a judge only generations are made (rate later with :func:`rescore`).
+    Without a judge only generations are made (rate later with :func:`rescore`). Under a
+    ``controller`` other than ``fixed``, ``factors`` are its KL budgets (default
+    :data:`~unisteer.evaluate.axbench.protocol.KAPPA_FACTORS`) and an ``m_max`` left unset
+    is each delta's recorded grid end.
     """
     settings = settings or AxBenchSettings()
+    spec = controller or ControlSpec()
+    if factors is not None:
+        factors = spec.check_settings(factors, "factors")
     store = EvalStore(out_dir)
-    _check_settings(store, method, settings.to_dict())
-    store.update_run(methods={method: {"generation": settings.to_dict()}})
+    stored = settings.to_dict()
+    if spec.name != "fixed":
+        stored["controller"] = spec.describe()
+    _check_settings(store, method, stored)
     by_id = {c.concept_id: c for c in concepts}
     missing = sorted(set(deltas) - set(by_id))
     if missing:
         raise DataError(f"deltas given for unknown concept ids {missing}")
+    specs = {cid: _concept_spec(spec, d, cid) for cid, d in deltas.items()}
+    store.update_run(methods={method: {"generation": stored}})
     bar = tqdm(sorted(deltas), desc=f"axbench ({method})", unit="concept", disable=not progress)
     for cid in bar:
         delta = deltas[cid]
-        grid = (
-            list(factors)
-            if factors is not None
-            else list(default_factors(delta.kind if delta is not None else None))
-        )
+        if factors is not None:
+            grid = list(factors)
+        elif spec.name != "fixed" and delta is not None:
+            grid = list(KAPPA_FACTORS)
+        else:
+            grid = list(default_factors(delta.kind if delta is not None else None))
         bar.set_postfix_str(f"concept {cid}: generating {len(grid)} factors")
         gens = generate_concept(
             model,
@@ -317,6 +424,7 @@ def run_axbench(
             instructions,
             settings,
             batch_size=batch_size,
+            controller=specs[cid],
         )
         if judge is not None and not gens.empty:
             bar.set_postfix_str(f"concept {cid}: rating")
@@ -326,6 +434,16 @@ def run_axbench(
         return None
     store.update_run(judges={judge.name: judge.provenance()})
     return build_report(store, judge, baseline)
+
+
+def _concept_spec(spec: ControlSpec, delta: Delta | None, concept_id: int) -> ControlSpec:
+    """``spec`` with ``m_max`` from the delta's recorded grid where it was left unset."""
+    if delta is None:
+        return spec
+    try:
+        return spec.for_delta(delta)
+    except ValueError as e:
+        raise DataError(f"concept {concept_id}: {e}") from None
 
 
 def rescore(
