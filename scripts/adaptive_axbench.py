@@ -10,8 +10,8 @@ model's own answer, middle layer), the protocol is run three times, one method n
   multiplier);
 * ``static_kl``: factors ``kappa``, each turned into one constant ``m`` by the KL profile of
   greedy rollouts of the concept's *selection* instructions (``m_max``, 9 points, p95);
-* ``kl_budget``: factors ``kappa``, ``m_t`` chosen token by token among K candidates in
-  ``[0, m_max]``;
+* ``kl_budget``: factors ``kappa`` (three of them: each costs K + 1 rows per prompt),
+  ``m_t`` chosen token by token among K candidates in ``[0, m_max]``;
 
 plus the unsteered model. Each controller's setting is chosen per concept on
 instructions 0–4 and reported on 5–9 (128 new tokens, temperature 1, top-k 50). Writes OUT
@@ -36,7 +36,8 @@ from unisteer.control.spec import ControlSpec
 from unisteer.evaluate import eval_axbench, make_judge
 from unisteer.evaluate.axbench.store import EvalStore
 
-KAPPAS = [0.1, 0.3, 1.0, 3.0]
+KAPPAS = [0.1, 0.3, 1.0, 3.0]  # static_kl's settings
+KL_KAPPAS = [0.1, 0.5, 3.0]  # kl_budget's: three, for time (each costs K + 1 rows per prompt)
 FRACTIONS = [0.25, 0.5, 0.75, 1.0]
 
 
@@ -72,7 +73,8 @@ def main() -> None:
             concept_delta(model, tok, args.data, path, cid, objective)
             m_max = max(float(x) for x in unisteer.load_delta(path, model).meta["grid"])
             for name, spec in specs.items():
-                grid = [m_max * f for f in FRACTIONS] if name == "fixed" else KAPPAS
+                grid = {"fixed": [m_max * f for f in FRACTIONS], "static_kl": KAPPAS,
+                        "kl_budget": KL_KAPPAS}[name]  # fmt: skip
                 report = eval_axbench(
                     model, tok, args.data / "generate", {str(cid): path}, judge, grid, where,
                     method=f"{objective}-{name}", controller=spec, **common,

@@ -145,7 +145,8 @@ class _Run:
                 chosen[i], kl[i] = i, 0.0
         new_path = after if off == 0 and k == 1 else after.keep(chosen)
         new_ref = after.keep(list(range(b))) if c.needs_reference else None
-        return logits[chosen], grid[index], kl, new_path, new_ref
+        picked = torch.tensor([c.candidates[int(i)] for i in index], dtype=torch.float64)
+        return logits[chosen], picked, kl, new_path, new_ref  # m_t: the candidate's own value
 
     def run(
         self, prompts: list[list[int]], pad: int, eos: set[int], max_new: int,

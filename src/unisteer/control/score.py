@@ -80,6 +80,25 @@ def score_controlled(
     return table
 
 
+def pairs_profile(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PolarityPair],
+    delta: Steerable,
+    spec: ControlSpec,
+    *,
+    positions: PositionMode = "all",
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``static_kl``'s KL profile from greedy rollouts of the pairs' distinct queries
+    (:func:`unisteer.control.calibrate.kl_profile`, ``spec.points`` multipliers up to
+    ``spec.m_max``, percentile ``spec.q``)."""
+    if spec.m_max is None:
+        raise ValueError("static_kl needs m_max")
+    queries = list(dict.fromkeys(p.query for p in pairs))
+    return kl_profile(model, tokenizer, queries, delta, spec.m_max, points=spec.points,
+                      q=spec.q, positions=positions)  # fmt: skip
+
+
 def sweep_controller(
     model: Any,
     tokenizer: Any,
@@ -91,19 +110,15 @@ def sweep_controller(
     positions: PositionMode = "all",
     include_suffix: bool = False,
     progress: bool = True,
+    profile: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> pd.DataFrame:
     """:func:`score_controlled` at every setting of ``spec`` (``m`` for ``fixed``, ``kappa``
     otherwise): one table in the sweep's layout with the setting's name as its column.
-    ``static_kl`` is calibrated first on greedy rollouts of the pairs' queries
-    (:func:`unisteer.control.calibrate.kl_profile`, ``spec.points`` multipliers up to
-    ``spec.m_max``)."""
+    ``static_kl`` is calibrated first, unless ``profile`` is given, on greedy rollouts of the
+    pairs' queries (:func:`pairs_profile`)."""
     values = spec.check_settings(settings, spec.setting + "s")
-    profile = None
-    if spec.needs_profile:
-        assert spec.m_max is not None, "static_kl needs m_max"
-        queries = list(dict.fromkeys(p.query for p in pairs))  # each distinct query once
-        profile = kl_profile(model, tokenizer, queries, delta, spec.m_max, points=spec.points,
-                             q=spec.q, positions=positions)  # fmt: skip
+    if profile is None and spec.needs_profile:
+        profile = pairs_profile(model, tokenizer, pairs, delta, spec, positions=positions)
     tables = []
     for value in tqdm(values, desc=spec.setting, disable=not progress):
         t = score_controlled(model, tokenizer, pairs, delta, spec.at(value, profile),

@@ -34,6 +34,13 @@ error that names the file, the key and its line. See ``src/unisteer/experiment/b
     max_util_drop = 1.0
     budget_level = 0.9             # optional: keep the budget with this one-sided confidence
 
+    [control]                      # optional: an adaptive multiplier, per method (issue 19)
+    controller = "kl_budget"       # or "static_kl"
+    kappas = [0.05, 0.5, 2.0]      # KL budgets (nats per token) swept on the test pairs
+    m_max = 8.0                    # optional: the largest m (default: the method's grid end)
+    k = 8                          # kl_budget's candidate multipliers
+    sample_kappa = 0.5             # optional: the kappa of the report's m_t trace
+
     [[method]]
     kind = "vector"
     objective = "split"
@@ -49,11 +56,14 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unisteer.core.delta import KINDS
 from unisteer.errors import UnisteerError
 from unisteer.training.config import TrainConfig, make_config
+
+if TYPE_CHECKING:
+    from unisteer.control.spec import ControlSpec
 
 
 class ExperimentError(UnisteerError):
@@ -113,6 +123,9 @@ class Experiment:
     budget_level: float = 0.5
     sample_prompts: int = 3  # test prompts generated for the report, per method ([report])
     sample_tokens: int = 48  # new tokens per sample, greedy ([report] tokens)
+    control: ControlSpec | None = None  # [control]: a controller swept over kappas per method
+    kappas: tuple[float, ...] = ()
+    sample_kappa: float | None = None  # the kappa of the report's m_t trace (default: middle)
     source: str = "<built-in>"
 
     def method_config(self, method: MethodSpec) -> TrainConfig:
@@ -171,7 +184,10 @@ def resolve_layers(exp: Experiment, n_blocks: int) -> Experiment:
 
 # -- reading ------------------------------------------------------------------------------------
 
-_TOP = {"name", "output", "seed", "model", "data", "train", "sweep", "fit", "report", "method"}
+_TOP = {
+    "name", "output", "seed", "model", "data", "train", "sweep", "fit", "report", "control",
+    "method",
+}  # fmt: skip
 _MODEL: dict[str, type] = {"name": str, "layer": int}
 _DATA: dict[str, type] = {
     "source": object,  # a string or a list of them (checked in parse_experiment)
@@ -197,6 +213,15 @@ _SWEEP: dict[str, type] = {
 }
 _FIT: dict[str, type] = {"starts": int, "max_util_drop": float, "budget_level": float}
 _REPORT: dict[str, type] = {"samples": int, "tokens": int}
+_CONTROL: dict[str, type] = {
+    "controller": str,
+    "kappas": list,
+    "m_max": float,
+    "k": int,
+    "q": float,
+    "points": int,
+    "sample_kappa": float,
+}
 _METHOD: dict[str, type] = {
     "kind": str,
     "objective": str,
@@ -299,7 +324,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     for key, want in (("name", str), ("output", str), ("seed", int)):
         if key in raw and (not isinstance(raw[key], want) or isinstance(raw[key], bool)):
             raise where.error(f"expected {want.__name__}, got {raw[key]!r}", "", key)
-    for table in ("model", "data", "train", "sweep", "fit", "report"):
+    for table in ("model", "data", "train", "sweep", "fit", "report", "control"):
         if table in raw and not isinstance(raw[table], dict):
             raise where.error("expected a table", "", table)
     model = raw.get("model", {})
@@ -317,6 +342,7 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
     _check_table(where, sweep, _SWEEP, "sweep")
     _check_table(where, fit, _FIT, "fit")
     _check_train(where, raw.get("train", {}), "train", None)
+    control, kappas, sample_kappa = _control(where, raw.get("control"))
     if "layer" in model and model["layer"] < 0:
         raise where.error(
             f"must be 0 or more, got {model['layer']} (layers are not counted from the end)",
@@ -522,8 +548,50 @@ def parse_experiment(text: str, source: str = "<string>") -> Experiment:
         budget_level=float(fit.get("budget_level", 0.5)),
         sample_prompts=report.get("samples", 3),
         sample_tokens=report.get("tokens", 48),
+        control=control,
+        kappas=kappas,
+        sample_kappa=sample_kappa,
         source=source,
     )
+
+
+def _control(
+    where: _Where, table: dict[str, Any] | None
+) -> tuple[ControlSpec | None, tuple[float, ...], float | None]:
+    """``[control]``: the controller, its KL budgets and the kappa of the report's trace."""
+    if table is None:
+        return None, (), None
+    _check_table(where, table, _CONTROL, "control")
+    from unisteer.control.spec import CONTROLLERS, ControlSpec
+
+    name = table.get("controller", "kl_budget")
+    if name not in CONTROLLERS or name == "fixed":
+        raise where.error(
+            "expected kl_budget or static_kl (a fixed m is what the sweep already measures)",
+            "control",
+            "controller",
+        )
+    kappas = table.get("kappas")
+    if kappas is None:
+        raise where.error("missing key 'kappas' (KL budgets in nats, inf allowed)", "control")
+    if not kappas or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) and x >= 0 for x in kappas
+    ):
+        raise where.error(
+            f"expected a non-empty list of KL budgets >= 0 (inf allowed), got {kappas!r}",
+            "control",
+            "kappas",
+        )
+    fields = {key: table[key] for key in ("m_max", "k", "q", "points") if key in table}
+    for key, value in fields.items():
+        try:
+            ControlSpec(name, **{key: value})
+        except ValueError as e:
+            raise where.error(str(e), "control", key) from None
+    sample = table.get("sample_kappa")
+    if sample is not None and not sample >= 0:
+        raise where.error(f"must be >= 0 (inf allowed), got {sample}", "control", "sample_kappa")
+    return ControlSpec(name, **fields), tuple(float(x) for x in kappas), sample
 
 
 def load_experiment(path: str | Path) -> Experiment:

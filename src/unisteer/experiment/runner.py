@@ -44,6 +44,7 @@ from unisteer.evaluate.gains import measured_gains, pair_gains
 from unisteer.experiment import distributed
 from unisteer.experiment.concepts import Concept, concept_dir, concepts_of, for_concept
 from unisteer.experiment.config import Experiment, MethodSpec, resolve_layers
+from unisteer.experiment.control_stage import control_stage
 from unisteer.experiment.distributed import World, world_from_env
 from unisteer.experiment.stages import Stage, digest
 from unisteer.files import (
@@ -531,6 +532,10 @@ class _Runner:
             else None
         )
         samples = self.samples_stage(mdir, delta, fit, fitted)
+        control = control_stage(
+            self.exp, self.model, self.tok, list(self.data["test"]), mdir, delta, grid,
+            test.means, trained,
+        )  # fmt: skip
         return MethodResult(
             name=method.name,
             kind=method.kind,
@@ -549,6 +554,7 @@ class _Runner:
             seconds=time.perf_counter() - t,
             samples=tuple(samples),
             transfer=transfer,
+            control=control,
         )
 
 

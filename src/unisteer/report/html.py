@@ -280,6 +280,7 @@ img { max-width: 100%; border: 1px solid #eee; }
 .pair figure { flex: 1 1 45%; margin: 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 12px; }
 .error { color: #b00; }
+.trace { white-space: pre-wrap; font-family: monospace; font-size: 12px; }
 td.text { text-align: left; vertical-align: top; max-width: 24em; white-space: pre-wrap; }
 """
 
@@ -305,6 +306,40 @@ def _samples_table(m: MethodResult) -> list[str]:
         f"<table class='samples'><thead><tr><th>prompt</th>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>",
     ]
+
+
+def _control_section(m: MethodResult) -> list[str]:
+    """The ``[control]`` controller of a method: per kappa the mean m_t and the measured gains,
+    the frontier beside the fixed sweep's, and one generation token by token with its m_t."""
+    c = m.control
+    if c is None:
+        return []
+    spec = ", ".join(f"{k} = {v}" for k, v in c.controller.items() if k != "name")
+    keys = ["kappa", "mean_m", "pref_gain", "util_drop", "n"]
+    rows = [{k: getattr(r, k) for k in keys} for r in c.means.itertuples(index=False)]
+    columns = [("kappa", "κ (nats)"), ("mean_m", "mean m_t"), ("pref_gain", "PrefOdds gain"),
+               ("util_drop", "UtilOdds drop"), ("n", "test pairs")]  # fmt: skip
+    parts = [
+        f"<h3>Adaptive multiplier: {html.escape(str(c.controller.get('name')))}</h3>",
+        f"<p>{html.escape(spec)}. Teacher-forced on the test pairs, m_t chosen at every "
+        "completion token; gains against m = 0 scored the same way.</p>",
+        _html_table(f"control-{html.escape(m.name)}", columns, rows),
+        _img(m.directory / "control" / "control.png", f"{m.name} controller and m_t trace"),
+    ]
+    t = c.trace
+    if t is not None:
+        top = max((abs(x) for x in t.m), default=0.0) or 1.0
+        spans = "".join(
+            f"<span title='m = {mt:.3g}, KL = {kl:.3g}' style='background: rgba(214, 39, 40, "
+            f"{0.12 + 0.6 * abs(mt) / top:.2f})'>{html.escape(tok)}</span>"
+            for tok, mt, kl in zip(t.tokens, t.m, t.kl, strict=True)
+        )
+        parts += [
+            f"<p>Prompt: <code>{html.escape(t.prompt)}</code> at κ = {_fmt(t.kappa)} (greedy; "
+            "each token shaded by its m_t, hover for the value):</p>",
+            f"<p class='trace'>{spans}</p>",
+        ]
+    return parts
 
 
 def _html_table(table_id: str, columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
@@ -391,6 +426,7 @@ def report_html(results: ExperimentResults, out: Path) -> str:
             )
         parts.append("</div>")
         parts += _samples_table(m)
+        parts += _control_section(m)
     saved = results.to_dict()
     config = {k: saved[k] for k in ("experiment", "data", "model", "versions", "timings")}
     config["peak_memory_mb"] = saved["peak_memory_mb"]

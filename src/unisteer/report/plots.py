@@ -8,6 +8,8 @@
 * :func:`plot_frontier` — the preference–utility frontier of several methods on one figure:
   x is the fitted UtilOdds drop from m = 0 (or UtilOdds itself), y the fitted PrefOdds gain,
   one line per method traced along its swept m, the chosen m marked.
+* :func:`plot_control` — a controller's measured frontier beside the fixed-m sweep's, and the
+  ``m_t`` trace of one generation.
 
 Every function writes its PNG atomically (:mod:`unisteer.files`) and returns the path.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,9 @@ from unisteer.fit.curves import Array, Kind
 from unisteer.fit.derive import MultiplierChoice, Regions, choose_multiplier
 from unisteer.fit.derive import regions as find_regions
 from unisteer.fit.result import CurveFit, SweepFit
+
+if TYPE_CHECKING:
+    from unisteer.report.results import ControlResult
 
 _REGION_COLOURS = {"linear": "#2ca02c", "transitional": "#ff7f0e", "convergence": "#d62728"}
 _LABELS: dict[Kind, str] = {"preference": "PrefOdds", "utility": "UtilOdds"}
@@ -290,3 +295,52 @@ def plot_layers(
 
 
 __all__ = ["plot_frontier", "plot_layers", "plot_sweep_fit"]
+
+
+def plot_control(fixed_means: pd.DataFrame, control: ControlResult, path: str | Path) -> Path:
+    """Two panels for a controller (``[control]``): left, the PrefOdds gain against the
+    UtilOdds drop from m = 0 of the fixed-m sweep (``fixed_means``: ``m, pref_odds,
+    util_odds``, the positive side) and of the controller at each kappa, both measured;
+    right, the ``m_t`` of every token of one greedy generation, with its per-token KL."""
+    fig = Figure(figsize=(12.0, 4.5))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    name = str(control.controller.get("name"))
+    side = fixed_means[fixed_means["m"] >= 0].sort_values("m")
+    zero = side[side["m"] == 0.0]
+    if len(side) and len(zero):
+        p0, u0 = float(zero["pref_odds"].iloc[0]), float(zero["util_odds"].iloc[0])
+        left.plot(u0 - side["util_odds"], side["pref_odds"] - p0, "o-", color="#1f77b4",
+                  label="fixed m (test sweep)")  # fmt: skip
+    means = control.means.sort_values("util_drop")
+    left.plot(means["util_drop"], means["pref_gain"], "^-", color="#d62728", label=name)
+    for r in means.itertuples(index=False):
+        left.annotate(f"κ = {r.kappa:g}", (r.util_drop, r.pref_gain), textcoords="offset points",
+                      xytext=(5, 4), fontsize=7, color="#d62728")  # fmt: skip
+    left.set_xlabel("UtilOdds drop from m = 0 (nats, measured)")
+    left.set_ylabel("PrefOdds gain over m = 0 (measured)")
+    left.axhline(0.0, color="grey", lw=0.6)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    left.set_title(f"{name} against a fixed m (test pairs)")
+    trace = control.trace
+    if trace is not None and trace.m:
+        steps = np.arange(len(trace.m))
+        right.step(steps, trace.m, where="mid", color="#d62728", label="m_t")
+        end = control.controller.get("m_max")
+        lo = min(0.0, *trace.m, *([end] if isinstance(end, int | float) else []))
+        hi = max(0.0, *trace.m, *([end] if isinstance(end, int | float) else []))
+        right.set_ylim(lo - 0.05 * (hi - lo or 1.0), hi + 0.05 * (hi - lo or 1.0))
+        right.set_xlabel("generated token")
+        right.set_ylabel("m_t (0 … m_max)")
+        right.grid(alpha=0.3)
+        if len(trace.tokens) <= 48:
+            right.set_xticks(steps, [t.replace("\n", "⏎") for t in trace.tokens], rotation=90,
+                                 fontsize=6)  # fmt: skip
+        kl = np.asarray(trace.kl, dtype=float)
+        if np.isfinite(kl).any():
+            twin = right.twinx()
+            twin.plot(steps, kl, ".", color="#7f7f7f", ms=3, label="KL to unsteered")
+            twin.set_ylabel("next-token KL (nats)", color="#7f7f7f")
+        right.set_title(f"m_t of one greedy generation (κ = {trace.kappa:g})")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -315,6 +315,66 @@ class Sample:
         return cls(str(data["prompt"]), _float(data["m"]), str(data["text"]))
 
 
+def _budget(kappa: float) -> float | str:
+    """A KL budget for JSON: ``inf`` (no budget: fixed m_max) as the string ``"inf"``."""
+    return "inf" if kappa == math.inf else kappa
+
+
+@dataclass(frozen=True)
+class ControlTrace:
+    """One greedy generation under a controller, token by token: the pieces of text, the
+    multiplier each was drawn with and its next-token KL to the unsteered model."""
+
+    prompt: str
+    kappa: float
+    text: str
+    tokens: tuple[str, ...]
+    m: tuple[float, ...]
+    kl: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "kappa": _budget(self.kappa), "text": self.text,
+                "tokens": list(self.tokens), "m": list(self.m), "kl": list(self.kl)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ControlTrace:
+        return cls(
+            str(data["prompt"]), float(data["kappa"]), str(data["text"]),
+            tuple(str(x) for x in data["tokens"]), tuple(_float(x) for x in data["m"]),
+            tuple(_float(x) for x in data["kl"]),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """A controller swept over its KL budgets on the test pairs (``[control]``): per kappa the
+    mean ``m_t``, PrefOdds gain and UtilOdds drop against m = 0 (``means``: ``kappa, mean_m,
+    pref_gain, util_drop, pref_odds, util_odds, n``), and one generation's trace."""
+
+    controller: dict[str, Any]
+    means: pd.DataFrame
+    trace: ControlTrace | None
+
+    def to_dict(self) -> dict[str, Any]:
+        means = self.means.assign(kappa=[_budget(float(x)) for x in self.means["kappa"]])
+        return {
+            "controller": dict(self.controller),
+            "means": _records(means),
+            "trace": self.trace.to_dict() if self.trace is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ControlResult:
+        trace = data.get("trace")
+        means = pd.DataFrame.from_records(data["means"])
+        means["kappa"] = [float(x) for x in means["kappa"]]  # "inf" back to a float
+        return cls(
+            dict(data["controller"]),
+            means,
+            ControlTrace.from_dict(trace) if trace else None,
+        )
+
+
 @dataclass(eq=False)
 class MethodResult:
     """One steering method of an experiment: its delta, sweeps, fit and evaluation.
@@ -339,6 +399,7 @@ class MethodResult:
     seconds: float
     samples: tuple[Sample, ...] = ()  # unsteered, at the chosen m and at twice it
     transfer: EvalResult | None = None  # the same m on the [data] transfer pairs
+    control: ControlResult | None = None  # the [control] controller over its kappas
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -361,6 +422,8 @@ class MethodResult:
         }
         if self.transfer is not None:
             out["transfer"] = self.transfer.to_dict()
+        if self.control is not None:
+            out["control"] = self.control.to_dict()
         return dict(json_safe(out))
 
     @classmethod
@@ -383,6 +446,7 @@ class MethodResult:
             seconds=float(data["seconds"]),
             samples=tuple(Sample.from_dict(x) for x in data.get("samples") or ()),
             transfer=EvalResult.from_dict(data["transfer"]) if data.get("transfer") else None,
+            control=ControlResult.from_dict(data["control"]) if data.get("control") else None,
         )
 
 
