@@ -97,20 +97,13 @@ def static_kl(
     delta: Steerable,
     kappa: float,
     m_max: float,
-    *,
-    points: int = 9,
-    q: float = 95.0,
-    positions: PositionMode = "all",
-    max_new_tokens: int = 32,
-    temperature: float = 0.0,
-    seed: int = 0,
+    **options: Any,
 ) -> Calibration:
     """The constant ``m`` in ``[0, m_max]`` whose rollouts' ``q``-th percentile of per-token KL
-    is ``kappa`` (see the module docstring); ``.controller`` holds it."""
-    grid, pct = kl_profile(
-        model, tokenizer, prompts, delta, m_max, points=points, q=q, positions=positions,
-        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-    )  # fmt: skip
+    is ``kappa`` (see the module docstring); ``.controller`` holds it. ``options`` go to
+    :func:`kl_profile` (``points``, ``q``, ``positions``, ``max_new_tokens``, ``temperature``,
+    ``seed``)."""
+    grid, pct = kl_profile(model, tokenizer, prompts, delta, m_max, **options)
     chosen = choose_static(grid, pct, kappa)
     controller = Controller("static_kl", fixed(chosen).candidates)
-    return Calibration(controller, chosen, kappa, grid, pct, q)
+    return Calibration(controller, chosen, kappa, grid, pct, float(options.get("q", 95.0)))
