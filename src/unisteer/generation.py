@@ -43,7 +43,7 @@ from unisteer.core.steer import steer
 from unisteer.core.steering_set import Steerable
 from unisteer.data.chat import has_chat_template, prompt_text
 from unisteer.data.conversation import Query
-from unisteer.data.tokens import pad_id
+from unisteer.data.tokens import left_padded, pad_id
 from unisteer.errors import DataError
 from unisteer.files import write_text_atomic
 from unisteer.model.memory import model_device
@@ -57,6 +57,7 @@ __all__ = [
     "generate_detailed",
     "generate_text",
     "row_seed",
+    "row_seeds",
 ]
 
 
@@ -113,6 +114,14 @@ class RowSampler(LogitsProcessor):
             token = int(torch.multinomial(probs[row], 1, generator=self.generators[row]))
             out[row, token] = 0.0
         return out
+
+
+def row_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    """One sampling seed per prompt: ``row_seed(seed, i)`` for an int, else the ``n`` given."""
+    seeds = [row_seed(seed, i) for i in range(n)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
+    return seeds
 
 
 def _row_multipliers(m: Multiplier | Sequence[float], n: int) -> list[float] | None:
@@ -192,9 +201,7 @@ def generate_detailed(
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
     if positions not in ("all", "prompt", "completion"):
         raise ValueError(f"positions must be 'all', 'prompt' or 'completion', got {positions!r}")
-    seeds = [row_seed(seed, i) for i in range(n)] if isinstance(seed, int) else list(seed)
-    if len(seeds) != n:
-        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
+    seeds = row_seeds(seed, n)
     per_row = _row_multipliers(m, n)
     use_chat = has_chat_template(tokenizer) if chat is None else chat
     encoded = encode_prompts(tokenizer, prompts, use_chat, system_prompt)
@@ -210,12 +217,8 @@ def generate_detailed(
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress, unit="batch"):
         rows = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i], dtype=torch.long)
-            mask[r, width - len(encoded[i]) :] = 1
+        ids, mask = left_padded([encoded[i] for i in rows], pad)
+        width = ids.shape[1]
         kwargs: dict[str, Any] = {
             "input_ids": ids.to(device),
             "attention_mask": mask.to(device),

@@ -123,6 +123,8 @@ def test_sweep_with_a_kl_budget_controller(
         (["--controller", "kl_budget"], "needs --kappas"),
         (["--controller", "kl_budget", "--kappas", "-1"], "budgets are >= 0"),
         (["--kappas", "0.5"], "go with --controller kl_budget or static_kl"),
+        (["--controller", "kl_budget", "--kappas", "1", "--k", "1"], "argument --k: k must be"),
+        (["--controller", "kl_budget", "--kappas", "1", "--m-max", "0"], "argument --m-max:"),
     ]:
         code = main(["sweep", *common, *bad, "--out", str(saved["root"] / "bad")])
         assert code == 2 and says in capsys.readouterr().err

@@ -8,7 +8,6 @@ the work.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 from unisteer.errors import UsageError
@@ -45,15 +44,18 @@ def controller_options(args: argparse.Namespace) -> tuple[Any, list[float]] | No
             f"--controller {args.controller} needs --kappas (a comma list, inf allowed)"
         )
     try:
-        kappas = [float(x) for x in args.kappas.split(",") if x.strip()]
+        values = [float(x) for x in args.kappas.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"argument --kappas: expected numbers, got {args.kappas!r}") from None
-    if not kappas or any(not k >= 0 for k in kappas):
-        raise UsageError(f"argument --kappas: budgets are >= 0 (inf allowed), got {args.kappas}")
-    if args.m_max is not None and (not math.isfinite(args.m_max) or args.m_max == 0):
-        raise UsageError(f"argument --m-max: a finite number other than 0, got {args.m_max}")
-    if args.k < 2:
-        raise UsageError(f"argument --k: at least 2 (0 and m_max), got {args.k}")
     from unisteer.control.spec import ControlSpec
 
-    return ControlSpec(args.controller, m_max=args.m_max, k=args.k), kappas
+    for flag, field, value in (("--m-max", "m_max", args.m_max), ("--k", "k", args.k)):
+        try:  # the library's own checks, each named by its argument
+            ControlSpec(args.controller, **{field: value})
+        except ValueError as e:
+            raise UsageError(f"argument {flag}: {e}") from None
+    spec = ControlSpec(args.controller, m_max=args.m_max, k=args.k)
+    try:
+        return spec, spec.check_settings(values, "budgets")
+    except ValueError as e:
+        raise UsageError(f"argument --kappas: {e}") from None

@@ -34,9 +34,9 @@ from unisteer.core.steer import steer
 from unisteer.core.steering_set import Steerable
 from unisteer.data.chat import has_chat_template
 from unisteer.data.conversation import Query
-from unisteer.data.tokens import pad_id
+from unisteer.data.tokens import left_padded, pad_id
 from unisteer.errors import SteeringError
-from unisteer.generation import RowSampler, encode_prompts, eos_ids, row_seed
+from unisteer.generation import RowSampler, encode_prompts, eos_ids, row_seeds
 from unisteer.model.config import cache_keyword
 from unisteer.model.kv import BatchCache, mergeable
 from unisteer.model.memory import model_device
@@ -155,12 +155,7 @@ class _Run:
         """Generate, or with ``forced`` feed those tokens (teacher forcing: their
         log-probabilities are each generation's ``logprob``)."""
         b = len(prompts)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((b, width), pad, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
+        ids, mask = left_padded(prompts, pad)
         ids, mask = ids.to(self.device), mask.to(self.device)
         # A prompt whose path was never steered is the unsteered model: its m = 0 candidate
         # is then taken from the reference row itself (the same numbers to the last bit,
@@ -260,9 +255,7 @@ def generate_controlled(
     if any(not e for e in encoded):
         raise ValueError("a prompt tokenises to nothing; give it some text")
     n = len(encoded)
-    seeds = [row_seed(seed, i) for i in range(n)] if isinstance(seed, int) else list(seed)
-    if len(seeds) != n:
-        raise ValueError(f"got {len(seeds)} seeds for {n} prompts")
+    seeds = row_seeds(seed, n)
     pad, eos = pad_id(tokenizer), eos_ids(model, tokenizer)
     runner = _Run(model, delta, controller, positions)
     out: list[ControlledGeneration] = []

@@ -175,6 +175,18 @@ def pad_id(tokenizer: Any) -> int:
     return 0
 
 
+def left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """``(input_ids, attention_mask)`` of token rows padded on the left to the longest, the
+    layout generation continues from."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
 def encode_pairs(
     tokenizer: Any,
     pairs: Sequence[PolarityPair],
